@@ -1,0 +1,296 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Drop probe set: every kfree_skb that is a drop, counted (summary) or reported (details). */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
+#include "np_packet.h"
+#include "drop.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile struct drop_config drop_cfg = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct drop_key);
+	__type(value, struct drop_value);
+} drop_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct drop_stack_key);
+	__type(value, __u64);
+} drop_stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 8192);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, DROP_MAX_STACK_DEPTH * sizeof(__u64));
+} stack_traces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_stats);
+} stats SEC(".maps");
+
+/* Sampled stack walks done this interval; user space resets it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} stack_budget_used SEC(".maps");
+
+/* Per-CPU scratch space: the BPF stack is too small for these. */
+struct drop_scratch {
+	struct np_pkt pkt;
+	struct drop_key key;
+	struct drop_stack_key stack_key;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct drop_scratch);
+} scratch SEC(".maps");
+
+static __always_inline struct np_stats *np_stats(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&stats, &zero);
+}
+
+static __always_inline __s32 walk_stack(void *ctx, struct np_stats *st)
+{
+	long id = bpf_get_stackid(ctx, &stack_traces, 0);
+
+	if (id < 0 && st)
+		st->stack_errors++;
+	return id;
+}
+
+static __always_inline int eth_class_match(const struct np_pkt *p)
+{
+	__u16 t = p->flow.ethertype;
+
+	switch (drop_cfg.eth_class) {
+	case DROP_ETH_ALL:
+		return 1;
+	case DROP_ETH_ARP:
+		return t == NP_ETH_P_ARP;
+	case DROP_ETH_RARP:
+		return t == NP_ETH_P_RARP;
+	case DROP_ETH_IPV4:
+		return t == NP_ETH_P_IP;
+	case DROP_ETH_IPV6:
+		return t == NP_ETH_P_IPV6;
+	case DROP_ETH_LLDP:
+		return t == 0x88cc;
+	case DROP_ETH_STP:
+		return p->has_llc && p->llc_dsap == 0x42;
+	default:
+		return t != NP_ETH_P_ARP && t != NP_ETH_P_RARP && t != NP_ETH_P_IP &&
+		       t != NP_ETH_P_IPV6 && t != 0x88cc && !(p->has_llc && p->llc_dsap == 0x42);
+	}
+}
+
+static __always_inline void sample_stack(void *ctx, struct drop_scratch *s, struct np_stats *st,
+					 __s32 known_id)
+{
+	struct drop_stack_key *sk = &s->stack_key;
+	__u64 one = 1, *hits, *used;
+	__u32 zero = 0;
+
+	if (known_id < 0) {
+		if (!drop_cfg.stack_sample || bpf_get_prandom_u32() % drop_cfg.stack_sample)
+			return;
+		used = bpf_map_lookup_elem(&stack_budget_used, &zero);
+		if (!used)
+			return;
+		if (*used >= drop_cfg.stack_budget) {
+			if (st)
+				st->stacks_skipped++;
+			return;
+		}
+		__sync_fetch_and_add(used, 1);
+		known_id = walk_stack(ctx, st);
+		if (known_id < 0)
+			return;
+	}
+	__builtin_memcpy(&sk->key, &s->key, sizeof(sk->key));
+	sk->stack_id = known_id;
+	sk->pad = 0;
+	hits = bpf_map_lookup_elem(&drop_stacks, sk);
+	if (hits) {
+		__sync_fetch_and_add(hits, 1);
+	} else if (bpf_map_update_elem(&drop_stacks, sk, &one, BPF_NOEXIST)) {
+		hits = bpf_map_lookup_elem(&drop_stacks, sk);
+		if (hits)
+			__sync_fetch_and_add(hits, 1);
+		else if (st)
+			st->map_full++;
+	}
+}
+
+static __always_inline void count_drop(void *ctx, struct drop_scratch *s, __u64 location,
+				       __u32 reason, __u32 netns, __u32 ifindex, struct np_stats *st)
+{
+	struct drop_key *key = &s->key;
+	struct np_pkt *p = &s->pkt;
+	struct drop_value nv = { .count = 1, .stack_id = -1 };
+	struct drop_value *v;
+
+	__builtin_memset(key, 0, sizeof(*key));
+	key->reason = reason;
+	key->netns = netns;
+	key->ifindex = ifindex;
+	key->stack_id = -1;
+	if (drop_cfg.key_location)
+		key->location = location;
+	if (drop_cfg.key_flow)
+		__builtin_memcpy(&key->flow, &p->flow, sizeof(key->flow));
+	else
+		key->flow.ethertype = p->flow.ethertype;
+	if (drop_cfg.key_stack)
+		key->stack_id = walk_stack(ctx, st);
+
+	v = bpf_map_lookup_elem(&drop_counts, key);
+	if (v) {
+		__sync_fetch_and_add(&v->count, 1);
+		if (drop_cfg.stacks && !drop_cfg.key_stack)
+			sample_stack(ctx, s, st, -1);
+		return;
+	}
+	/* A key new in this interval: its first stack is always walked. */
+	if (drop_cfg.stacks && !drop_cfg.key_stack)
+		nv.stack_id = walk_stack(ctx, st);
+	if (bpf_map_update_elem(&drop_counts, key, &nv, BPF_NOEXIST)) {
+		v = bpf_map_lookup_elem(&drop_counts, key);
+		if (v)
+			__sync_fetch_and_add(&v->count, 1);
+		else if (st)
+			st->map_full++;
+		return;
+	}
+	if (nv.stack_id >= 0)
+		sample_stack(ctx, s, st, nv.stack_id);
+}
+
+static __always_inline void report_drop(void *ctx, struct sk_buff *skb, struct np_pkt *p,
+					__u64 location, __u32 reason, __u32 netns, __u32 ifindex,
+					struct np_stats *st)
+{
+	struct drop_event *e;
+	struct net_device *dev;
+	__u64 id = bpf_get_current_pid_tgid();
+	__s32 stack_id = -1;
+
+	if (drop_cfg.stacks)
+		stack_id = walk_stack(ctx, st);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		if (st)
+			st->lost_events++;
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->location = location;
+	__builtin_memcpy(&e->pkt, p, sizeof(*p));
+	e->reason = reason;
+	e->netns = netns;
+	e->ifindex = ifindex;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->stack_id = stack_id;
+	e->cpu = bpf_get_smp_processor_id();
+	e->pad = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	dev = BPF_CORE_READ(skb, dev);
+	if (dev)
+		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
+	else
+		e->ifname[0] = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 location,
+				       __u32 reason)
+{
+	struct drop_scratch *s;
+	struct np_stats *st;
+	__u32 netns, ifindex, zero = 0;
+
+	/* Normal frees are not drops; the value exists only on kernels that have it. */
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+		return 0;
+	if (drop_cfg.has_reason_filter && reason != drop_cfg.reason)
+		return 0;
+	if (drop_cfg.loc_match_end &&
+	    (location < drop_cfg.loc_match_start || location >= drop_cfg.loc_match_end))
+		return 0;
+	if (drop_cfg.loc_skip_end && location >= drop_cfg.loc_skip_start &&
+	    location < drop_cfg.loc_skip_end)
+		return 0;
+
+	netns = np_skb_netns(skb);
+	ifindex = np_skb_ifindex(skb);
+	if (!np_match_place(netns, ifindex))
+		return 0;
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	__builtin_memset(&s->pkt, 0, sizeof(s->pkt));
+	np_parse_skb(skb, &s->pkt);
+	if (!np_match_flow(&s->pkt.flow) || !eth_class_match(&s->pkt))
+		return 0;
+	if (drop_cfg.has_vlan_filter && (!s->pkt.has_vlan || s->pkt.vlan_id != drop_cfg.vlan_id))
+		return 0;
+
+	st = np_stats();
+	if (st)
+		st->seen++;
+	if (drop_cfg.mode == DROP_MODE_DETAILS)
+		report_drop(ctx, skb, &s->pkt, location, reason, netns, ifindex, st);
+	else
+		count_drop(ctx, s, location, reason, netns, ifindex, st);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(drop_tp_btf, struct sk_buff *skb, void *location)
+{
+	__u32 reason = 0;
+
+	/* The tracepoint gained its reason argument together with this field (5.17). */
+	if (bpf_core_field_exists(struct trace_event_raw_kfree_skb, reason))
+		reason = (__u32)ctx[2];
+	return handle_drop(ctx, skb, (__u64)location, reason);
+}
+
+SEC("tracepoint/skb/kfree_skb")
+int drop_tracepoint(struct trace_event_raw_kfree_skb *args)
+{
+	__u32 reason = 0;
+
+	if (bpf_core_field_exists(args->reason))
+		reason = args->reason;
+	return handle_drop(args, (struct sk_buff *)args->skbaddr, (__u64)args->location, reason);
+}
+
+/* Emits the event type into BTF so the skeleton generates it for Rust. */
+struct drop_event drop_event_type = {};

@@ -1,0 +1,103 @@
+//! Flag groups shared by the tools and the `main` wrapper that turns errors into one line.
+use crate::error::{Error, Result};
+use clap::{Args, Parser};
+use std::time::Duration;
+
+/// Parses a positive number of seconds (`10`, `0.5`).
+pub fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("'{s}': must be greater than 0 seconds"));
+    }
+    if v > 1e7 {
+        return Err(format!("'{s}': too long"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// `-i/--interval` (10 s) and `-d/--duration`.
+#[derive(Debug, Clone, Args)]
+pub struct IntervalArgs {
+    /// Seconds between reports
+    #[arg(short = 'i', long, default_value = "10", value_parser = parse_seconds, value_name = "SECS")]
+    pub interval: Duration,
+    /// Stop after this many seconds (default: run until Ctrl-C)
+    #[arg(short = 'd', long, value_parser = parse_seconds, value_name = "SECS")]
+    pub duration: Option<Duration>,
+}
+
+/// `--json` and `--list-probes`.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// One JSON object per line on stdout instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Print the attach plan for this kernel (chosen probe and why others were rejected) and exit
+    #[arg(long)]
+    pub list_probes: bool,
+}
+
+/// Parses the command line; a usage error is one line on stderr and exit code 2.
+pub fn parse_args<T: Parser>(tool: &str) -> T {
+    match T::try_parse() {
+        Ok(v) => v,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let msg = first.trim_start_matches("error: ");
+            eprintln!("{tool}: error: {msg} (see --help)");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Runs a tool body: errors become one line on stderr and the error's exit code.
+pub fn run_main(tool: &str, body: impl FnOnce() -> Result<()>) -> ! {
+    // Die quietly when stdout goes away (e.g. piped into head); links close with the process.
+    // SAFETY: resetting a signal disposition to its default has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    match body() {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{tool}: error: {e}");
+            std::process::exit(e.exit_code());
+        }
+    }
+}
+
+/// Builds a usage error for flags that cannot be used together.
+pub fn conflict(msg: &str) -> Error {
+    Error::usage(msg.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_must_be_positive() {
+        assert_eq!(parse_seconds("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_seconds("0.5").unwrap(), Duration::from_millis(500));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("abc").is_err());
+    }
+}

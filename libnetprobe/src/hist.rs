@@ -1,0 +1,175 @@
+//! Log2 histograms with percentiles, rendered like bcc/bpftrace.
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Number of log2 slots: values up to 2^64.
+pub const SLOTS: usize = 64;
+
+/// A log2 histogram: slot `i` counts values in `[2^(i-1), 2^i)`, slot 0 counts zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log2Hist {
+    slots: [u64; SLOTS],
+    max: u64,
+}
+
+impl Default for Log2Hist {
+    fn default() -> Self {
+        Self {
+            slots: [0; SLOTS],
+            max: 0,
+        }
+    }
+}
+
+/// Percentiles of a histogram, each the upper bound of the slot holding it (at most `max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    /// Number of samples.
+    pub count: u64,
+    /// 50th percentile.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest value seen (or the upper bound of the highest slot).
+    pub max: u64,
+}
+
+/// The slot of a value, as BPF computes it.
+pub fn slot_of(v: u64) -> usize {
+    (64 - v.leading_zeros()) as usize
+}
+
+fn slot_bounds(i: usize) -> (u64, u64) {
+    match i {
+        0 => (0, 0),
+        64.. => (1 << 63, u64::MAX),
+        _ => (1u64 << (i - 1), (1u64 << i) - 1),
+    }
+}
+
+impl Log2Hist {
+    /// Builds a histogram from slot counts read from a BPF map.
+    pub fn from_slots(counts: &[u64]) -> Self {
+        let mut h = Self::default();
+        for (i, c) in counts.iter().take(SLOTS).enumerate() {
+            h.slots[i] = *c;
+            if *c > 0 {
+                h.max = slot_bounds(i).1;
+            }
+        }
+        h
+    }
+
+    /// Adds one value.
+    pub fn record(&mut self, v: u64) {
+        self.slots[slot_of(v).min(SLOTS - 1)] += 1;
+        self.max = self.max.max(v);
+    }
+
+    /// Total number of values.
+    pub fn count(&self) -> u64 {
+        self.slots.iter().sum()
+    }
+
+    /// The value below which `p` percent of samples fall (slot upper bound, capped at max).
+    pub fn percentile(&self, p: f64) -> u64 {
+        let total = self.count();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.slots.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return slot_bounds(i).1.min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// P50/P90/P99/P99.9/max.
+    pub fn percentiles(&self) -> Percentiles {
+        Percentiles {
+            count: self.count(),
+            p50: self.percentile(50.0),
+            p90: self.percentile(90.0),
+            p99: self.percentile(99.0),
+            p999: self.percentile(99.9),
+            max: self.max,
+        }
+    }
+
+    /// bcc-style rendering with the unit in the header and percentiles below.
+    pub fn render(&self, unit: &str) -> String {
+        let mut out = String::new();
+        let used: Vec<usize> = (0..SLOTS).filter(|i| self.slots[*i] > 0).collect();
+        let _ = writeln!(out, "{:>24} : {:<8} distribution", unit, "count");
+        if let (Some(&lo), Some(&hi)) = (used.first(), used.last()) {
+            let peak = *self.slots.iter().max().unwrap_or(&1);
+            for i in lo..=hi {
+                let (a, b) = slot_bounds(i);
+                let bar = (self.slots[i] * 40).div_ceil(peak.max(1)) as usize;
+                let _ = writeln!(
+                    out,
+                    "{:>10} -> {:<10} : {:<8} |{:<40}|",
+                    a,
+                    b,
+                    self.slots[i],
+                    "*".repeat(bar)
+                );
+            }
+        }
+        let p = self.percentiles();
+        let _ = writeln!(
+            out,
+            "count {}  P50 {} {unit}  P90 {} {unit}  P99 {} {unit}  P99.9 {} {unit}  max {} {unit}",
+            p.count, p.p50, p.p90, p.p99, p.p999, p.max
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_known_distribution() {
+        let mut h = Log2Hist::default();
+        for v in 1..=1000u64 {
+            h.record(v);
+        }
+        assert_eq!(h.count(), 1000);
+        let p = h.percentiles();
+        assert_eq!(p.p50, 511); // 500 lies in [256, 511]
+        assert_eq!(p.p90, 1000); // capped at max
+        assert_eq!(p.max, 1000);
+        assert!(p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p999);
+    }
+
+    #[test]
+    fn empty_and_zero() {
+        let mut h = Log2Hist::default();
+        assert_eq!(h.percentile(99.0), 0);
+        h.record(0);
+        assert_eq!(h.percentile(50.0), 0);
+        assert_eq!(slot_of(0), 0);
+        assert_eq!(slot_of(1), 1);
+        assert_eq!(slot_of(1024), 11);
+    }
+
+    #[test]
+    fn render_has_unit_and_percentiles() {
+        let h = Log2Hist::from_slots(&[0, 0, 3, 5]);
+        let s = h.render("usecs");
+        assert!(s.contains("usecs"));
+        assert!(s.contains("P99.9"));
+        assert!(s.contains("4 -> 7"));
+        assert_eq!(h.percentiles().count, 8);
+    }
+}

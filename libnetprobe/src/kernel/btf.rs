@@ -1,0 +1,179 @@
+//! The running kernel's BTF, loaded once, and the names read from it.
+use crate::error::{Error, Result};
+use libbpf_rs::btf::{types, Btf};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Where the kernel exposes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The running kernel's BTF.
+pub struct KernelBtf {
+    btf: Btf<'static>,
+}
+
+impl KernelBtf {
+    /// Loads `/sys/kernel/btf/vmlinux`.
+    pub fn load() -> Result<Self> {
+        if !Path::new(VMLINUX_BTF).exists() {
+            return Err(Error::env(format!(
+                "kernel BTF missing: {VMLINUX_BTF} does not exist (needs CONFIG_DEBUG_INFO_BTF=y)"
+            )));
+        }
+        let btf = Btf::from_vmlinux()
+            .map_err(|e| Error::env(format!("cannot read kernel BTF {VMLINUX_BTF}: {e}")))?;
+        Ok(Self { btf })
+    }
+
+    /// Members `(name, value)` of the enum called `name`, if the kernel has it.
+    pub fn enum_members(&self, name: &str) -> Option<Vec<(String, i64)>> {
+        if let Some(e) = self.btf.type_by_name::<types::Enum<'_>>(name) {
+            return Some(
+                e.iter()
+                    .map(|m| {
+                        (
+                            m.name
+                                .map(|n| n.to_string_lossy().into_owned())
+                                .unwrap_or_default(),
+                            i64::from(m.value),
+                        )
+                    })
+                    .collect(),
+            );
+        }
+        self.btf.type_by_name::<types::Enum64<'_>>(name).map(|e| {
+            e.iter()
+                .map(|m| {
+                    (
+                        m.name
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        m.value as i64,
+                    )
+                })
+                .collect()
+        })
+    }
+
+    /// Names of all enums in the kernel whose name ends with `suffix`.
+    pub fn enums_ending_with(&self, suffix: &str) -> Vec<String> {
+        self.btf
+            .type_by_kind::<types::Enum<'_>>()
+            .filter_map(|e| e.name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| n.ends_with(suffix))
+            .collect()
+    }
+
+    /// Does the kernel have a function `name` (a possible fentry/kprobe target)?
+    pub fn has_func(&self, name: &str) -> bool {
+        self.btf.type_by_name::<types::Func<'_>>(name).is_some()
+    }
+
+    /// Does the kernel have a BTF-enabled tracepoint `name` (the `btf_trace_<name>` typedef)?
+    pub fn has_btf_tracepoint(&self, name: &str) -> bool {
+        self.btf
+            .type_by_name::<types::Typedef<'_>>(&format!("btf_trace_{name}"))
+            .is_some()
+    }
+
+    /// Does struct `strukt` have a member `field`?
+    pub fn struct_has_field(&self, strukt: &str, field: &str) -> bool {
+        self.btf
+            .type_by_name::<types::Struct<'_>>(strukt)
+            .is_some_and(|s| {
+                s.iter()
+                    .any(|m| m.name.is_some_and(|n| n.to_string_lossy() == field))
+            })
+    }
+}
+
+/// Drop-reason names of the running kernel: `enum skb_drop_reason` and subsystem enums.
+#[derive(Debug, Clone, Default)]
+pub struct DropReasons {
+    by_value: BTreeMap<u32, String>,
+    /// False on kernels older than 5.17, whose kfree_skb has no reason.
+    pub available: bool,
+}
+
+const SKB_PREFIX: &str = "SKB_DROP_REASON_";
+
+impl DropReasons {
+    /// Reads the reason enums from the kernel's BTF.
+    pub fn from_kernel(btf: &KernelBtf) -> Self {
+        let mut by_value = BTreeMap::new();
+        let Some(members) = btf.enum_members("skb_drop_reason") else {
+            return Self::default();
+        };
+        for (name, value) in members {
+            if name.starts_with("SKB_DROP_REASON_SUBSYS") || name == "SKB_DROP_REASON_MAX" {
+                continue;
+            }
+            let short = name.strip_prefix(SKB_PREFIX).unwrap_or(&name).to_string();
+            by_value.insert(value as u32, short);
+        }
+        // Subsystem reasons (mac80211, openvswitch, ...) carry the subsystem in the high 16 bits.
+        for enum_name in btf.enums_ending_with("_drop_reason") {
+            if enum_name == "skb_drop_reason" {
+                continue;
+            }
+            for (name, value) in btf.enum_members(&enum_name).unwrap_or_default() {
+                if value >= 1 << 16 {
+                    by_value.entry(value as u32).or_insert(name);
+                }
+            }
+        }
+        Self {
+            by_value,
+            available: true,
+        }
+    }
+
+    /// Builds a table from explicit `(value, name)` pairs (tests, other kernels' dumps).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (u32, String)>) -> Self {
+        Self {
+            by_value: pairs.into_iter().collect(),
+            available: true,
+        }
+    }
+
+    /// Name of a reason value, `UNKNOWN(<n>)` if this kernel has no such value.
+    pub fn name(&self, value: u32) -> String {
+        if !self.available {
+            return "-".to_string();
+        }
+        self.by_value
+            .get(&value)
+            .cloned()
+            .unwrap_or_else(|| format!("UNKNOWN({value})"))
+    }
+
+    /// Value of a reason name; accepts `NO_SOCKET`, `SKB_DROP_REASON_NO_SOCKET`, any case.
+    pub fn value(&self, name: &str) -> Option<u32> {
+        let upper = name.trim().to_ascii_uppercase();
+        let short = upper.strip_prefix(SKB_PREFIX).unwrap_or(&upper);
+        self.by_value
+            .iter()
+            .find(|(_, n)| n.as_str() == short)
+            .map(|(v, _)| *v)
+    }
+
+    /// All names, sorted by value.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_value.values().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_names_and_values_round_trip() {
+        let r = DropReasons::from_pairs([(2, "NOT_SPECIFIED".into()), (3, "NO_SOCKET".into())]);
+        assert_eq!(r.name(3), "NO_SOCKET");
+        assert_eq!(r.name(99), "UNKNOWN(99)");
+        assert_eq!(r.value("no_socket"), Some(3));
+        assert_eq!(r.value("SKB_DROP_REASON_NO_SOCKET"), Some(3));
+        assert_eq!(r.value("NOPE"), None);
+    }
+}

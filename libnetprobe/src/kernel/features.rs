@@ -1,0 +1,124 @@
+//! Which BPF program types this kernel can load and attach, found by trial, not by version.
+use crate::skel::features::{FeaturesSkel, FeaturesSkelBuilder, OpenFeaturesSkel};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+use serde::Serialize;
+use std::mem::MaybeUninit;
+
+/// Availability of one kernel feature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "snake_case")]
+pub enum Support {
+    /// Loaded and attached.
+    Yes,
+    /// Unavailable, with the reason.
+    No(String),
+}
+
+impl Support {
+    /// Is the feature available?
+    pub fn ok(&self) -> bool {
+        matches!(self, Support::Yes)
+    }
+}
+
+impl std::fmt::Display for Support {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Support::Yes => write!(f, "yes"),
+            Support::No(why) => write!(f, "no ({why})"),
+        }
+    }
+}
+
+/// The program and map types a probe plan chooses from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Features {
+    /// fentry/fexit (BPF trampolines).
+    pub fentry: Support,
+    /// kprobes.
+    pub kprobe: Support,
+    /// BTF-enabled raw tracepoints.
+    pub tp_btf: Support,
+    /// Classic tracepoints.
+    pub tracepoint: Support,
+    /// BPF ring buffer maps.
+    pub ringbuf: Support,
+}
+
+#[derive(Clone, Copy)]
+enum Trial {
+    Fentry,
+    Kprobe,
+    TpBtf,
+    Tracepoint,
+}
+
+impl Features {
+    /// Probes the running kernel; takes a few milliseconds per program type.
+    pub fn probe() -> Self {
+        Self {
+            fentry: trial(Trial::Fentry),
+            kprobe: trial(Trial::Kprobe),
+            tp_btf: trial(Trial::TpBtf),
+            tracepoint: trial(Trial::Tracepoint),
+            ringbuf: ringbuf(),
+        }
+    }
+}
+
+fn select(open: &mut OpenFeaturesSkel<'_>, which: Trial) {
+    open.progs
+        .feature_fentry
+        .set_autoload(matches!(which, Trial::Fentry));
+    open.progs
+        .feature_kprobe
+        .set_autoload(matches!(which, Trial::Kprobe));
+    open.progs
+        .feature_tp_btf
+        .set_autoload(matches!(which, Trial::TpBtf));
+    open.progs
+        .feature_tracepoint
+        .set_autoload(matches!(which, Trial::Tracepoint));
+}
+
+fn attach(skel: &FeaturesSkel<'_>, which: Trial) -> libbpf_rs::Result<libbpf_rs::Link> {
+    match which {
+        Trial::Fentry => skel.progs.feature_fentry.attach(),
+        Trial::Kprobe => skel.progs.feature_kprobe.attach_kprobe(false, "vfs_read"),
+        Trial::TpBtf => skel.progs.feature_tp_btf.attach(),
+        Trial::Tracepoint => skel.progs.feature_tracepoint.attach(),
+    }
+}
+
+fn trial(which: Trial) -> Support {
+    let mut storage = MaybeUninit::uninit();
+    let mut open = match FeaturesSkelBuilder::default().open(&mut storage) {
+        Ok(o) => o,
+        Err(e) => return Support::No(format!("open: {e}")),
+    };
+    select(&mut open, which);
+    let skel = match open.load() {
+        Ok(s) => s,
+        Err(e) => return Support::No(format!("load failed: {e}")),
+    };
+    match attach(&skel, which) {
+        Ok(_link) => Support::Yes,
+        Err(e) => Support::No(format!("attach failed: {e}")),
+    }
+}
+
+fn ringbuf() -> Support {
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    match MapHandle::create(MapType::RingBuf, Some("np_probe_rb"), 0, 0, 4096, &opts) {
+        Ok(map) => {
+            // A ring buffer has no keys; a failing lookup still proves the fd is usable.
+            let _ = map.lookup(&[], MapFlags::ANY);
+            Support::Yes
+        }
+        Err(e) => Support::No(format!("map create failed: {e}")),
+    }
+}

@@ -1,0 +1,160 @@
+//! Network namespaces: inode numbers, and interface names resolved inside a namespace.
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// A network namespace, identified by the inode the kernel reports as `net->ns.inum`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netns {
+    /// Namespace inode number.
+    pub inode: u32,
+    /// A file that refers to it (`/run/netns/NAME`, `/proc/PID/ns/net`).
+    pub path: PathBuf,
+    /// What the user called it.
+    pub label: String,
+}
+
+impl Netns {
+    /// The namespace of this process.
+    pub fn current() -> Result<Self> {
+        Self::from_path(Path::new("/proc/self/ns/net"), "current".into())
+    }
+
+    /// Resolves `NAME` (a name under /run/netns, as `ip netns` uses) or `PID`.
+    pub fn resolve(spec: &str) -> Result<Self> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Err(Error::usage("--netns: empty namespace name"));
+        }
+        let named = Path::new("/run/netns").join(spec);
+        if !spec.contains('/') && named.exists() {
+            return Self::from_path(&named, spec.to_string());
+        }
+        if let Ok(pid) = spec.parse::<u32>() {
+            let p = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            if p.exists() {
+                return Self::from_path(&p, format!("pid {pid}"));
+            }
+            return Err(Error::usage(format!(
+                "--netns {spec}: no process {pid}; give a name from 'ip netns list' or a live PID"
+            )));
+        }
+        Err(Error::usage(format!(
+            "--netns {spec}: no such network namespace; see 'ip netns list'"
+        )))
+    }
+
+    fn from_path(path: &Path, label: String) -> Result<Self> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::usage(format!("network namespace {}: {e}", path.display())))?;
+        Ok(Self {
+            inode: meta.ino() as u32,
+            path: path.to_path_buf(),
+            label,
+        })
+    }
+
+    /// Runs `f` on a thread that has entered this namespace.
+    pub fn run_inside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let path = self.path.clone();
+        std::thread::spawn(move || -> Result<T> {
+            let file = File::open(&path).map_err(|e| {
+                Error::usage(format!("open network namespace {}: {e}", path.display()))
+            })?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                Error::env(format!(
+                    "cannot enter network namespace {}: {e} (needs CAP_SYS_ADMIN)",
+                    path.display()
+                ))
+            })?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| Error::env("namespace helper thread panicked"))?
+    }
+
+    /// Interface index of `name` inside this namespace.
+    pub fn ifindex(&self, name: &str) -> Result<u32> {
+        let owned = name.to_string();
+        let idx = self.run_inside(move || nix::net::if_::if_nametoindex(owned.as_str()).ok())?;
+        match idx {
+            Some(i) if i > 0 => Ok(i),
+            _ => Err(Error::usage(format!(
+                "--interface {name}: no such interface in network namespace {} (see 'ip link')",
+                self.label
+            ))),
+        }
+    }
+
+    /// All interfaces of this namespace, by index.
+    pub fn interfaces(&self) -> HashMap<u32, String> {
+        self.run_inside(|| {
+            nix::net::if_::if_nameindex()
+                .map(|list| {
+                    list.iter()
+                        .map(|i| (i.index(), i.name().to_string_lossy().into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// Names interfaces seen in drops, by (netns inode, ifindex), looking in known namespaces.
+#[derive(Debug, Default)]
+pub struct IfNames {
+    known: HashMap<u32, Netns>,
+    cache: HashMap<u32, HashMap<u32, String>>,
+}
+
+impl IfNames {
+    /// Knows this process's namespace, every `ip netns` namespace, and `extra`.
+    pub fn new(extra: Option<&Netns>) -> Self {
+        let mut known = HashMap::new();
+        if let Ok(cur) = Netns::current() {
+            known.insert(cur.inode, cur);
+        }
+        if let Ok(dir) = std::fs::read_dir("/run/netns") {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Ok(ns) = Netns::resolve(&name) {
+                    known.entry(ns.inode).or_insert(ns);
+                }
+            }
+        }
+        if let Some(ns) = extra {
+            known.insert(ns.inode, ns.clone());
+        }
+        Self {
+            known,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The interface's name, or `if<N>` when its namespace is not known.
+    pub fn name(&mut self, netns: u32, ifindex: u32) -> String {
+        if ifindex == 0 {
+            return "-".to_string();
+        }
+        let known = &self.known;
+        let table = self
+            .cache
+            .entry(netns)
+            .or_insert_with(|| known.get(&netns).map(Netns::interfaces).unwrap_or_default());
+        if !table.contains_key(&ifindex) {
+            if let Some(ns) = self.known.get(&netns) {
+                *table = ns.interfaces();
+            }
+        }
+        table
+            .get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("if{ifindex}"))
+    }
+}

@@ -1,0 +1,45 @@
+//! **libnetprobe**: eBPF probe sets that tell where a packet was dropped or delayed, and why.
+//!
+//! A probe set (see [`sets`]) is configured from typed options, chooses how to hook this kernel
+//! (a [`probe::Plan`]: tp_btf, tracepoint, kprobe or fentry, by trial, never by version), loads
+//! CO-RE BPF programs, and returns domain types ready for [`output`].
+//!
+//! ```no_run
+//! use libnetprobe::{filter::Filter, kernel::KernelEnv, sets::drop::{DropOptions, DropProbe}};
+//! let env = KernelEnv::discover()?;
+//! let mut drops = DropProbe::open(DropOptions::summary(Filter::default()), &env)?;
+//! std::thread::sleep(std::time::Duration::from_secs(1));
+//! for e in drops.drain_summary()?.entries {
+//!     println!("{} {} at {}", e.count, e.reason, e.location);
+//! }
+//! # Ok::<(), libnetprobe::Error>(())
+//! ```
+pub mod bpf_log;
+pub mod check;
+pub mod cli;
+pub mod error;
+pub mod filter;
+pub mod hist;
+pub mod kernel;
+pub mod output;
+pub mod preflight;
+pub mod probe;
+pub mod session;
+pub mod sets;
+pub mod symbol;
+pub mod tool;
+
+pub use error::{Error, Result};
+
+/// Skeletons generated from `bpf/*.bpf.c` by libbpf-cargo.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod skel {
+    /// The drop probe set's BPF object.
+    pub mod drop {
+        include!(concat!(env!("OUT_DIR"), "/drop.skel.rs"));
+    }
+    /// Tiny programs used to probe which program types the kernel offers.
+    pub mod features {
+        include!(concat!(env!("OUT_DIR"), "/features.skel.rs"));
+    }
+}

@@ -1,0 +1,63 @@
+//! Per-drop details: every dropped frame that passes the in-kernel filters, decoded from L2 to L4.
+use clap::Parser;
+use libnetprobe::cli::{parse_args, parse_seconds, run_main, OutputArgs};
+use libnetprobe::filter::{Filter, FilterArgs};
+use libnetprobe::sets::drop::{DropOptions, DropProbe, EthType};
+use libnetprobe::Result;
+use std::time::Duration;
+
+const TOOL: &str = "eth_drop";
+
+/// Reports each dropped packet (filtered in the kernel) with reason, location, device,
+/// Ethernet/VLAN/LLC, ARP/IPv4/IPv6 and L4 headers, and its kernel stack.
+#[derive(Debug, Parser)]
+#[command(name = TOOL, version)]
+struct Args {
+    /// Frame type
+    #[arg(long = "type", value_enum, default_value_t = EthType::All)]
+    eth_type: EthType,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Only frames with this VLAN id (0-4095)
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=4095))]
+    vlan_id: Option<u16>,
+    /// Only this drop reason (name from this kernel)
+    #[arg(long, value_name = "NAME")]
+    reason: Option<String>,
+    /// Print every decoded header field
+    #[arg(short, long)]
+    verbose: bool,
+    /// Do not walk kernel stacks
+    #[arg(long)]
+    no_stack_trace: bool,
+    /// Stop after this many seconds (default: run until Ctrl-C)
+    #[arg(short = 'd', long, value_parser = parse_seconds, value_name = "SECS")]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn main() {
+    let args: Args = parse_args(TOOL);
+    run_main(TOOL, || run(args));
+}
+
+fn run(args: Args) -> Result<()> {
+    let filter = Filter::resolve(&args.filter)?;
+    let Some(env) = libnetprobe::tool::start(args.output.list_probes, DropProbe::plan)? else {
+        return Ok(());
+    };
+    let mut opts = DropOptions::details(filter);
+    opts.eth_type = args.eth_type;
+    opts.vlan_id = args.vlan_id;
+    opts.reason = args.reason.clone();
+    opts.stacks = !args.no_stack_trace;
+    let mut probe = DropProbe::open(opts, &env)?;
+    libnetprobe::tool::run_drop_details(
+        TOOL,
+        &mut probe,
+        args.duration,
+        args.output.json,
+        args.verbose,
+    )
+}

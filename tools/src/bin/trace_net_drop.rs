@@ -1,0 +1,79 @@
+//! dropwatch-style drop counts per kernel location (or per stack with --bt) every interval.
+use clap::Parser;
+use libnetprobe::cli::{parse_args, parse_seconds, run_main, IntervalArgs, OutputArgs};
+use libnetprobe::filter::{Filter, FilterArgs};
+use libnetprobe::output::drop::locations_text;
+use libnetprobe::sets::drop::{DropOptions, DropProbe, KeyBy};
+use libnetprobe::{Error, Result};
+use std::time::Duration;
+
+const TOOL: &str = "trace_net_drop";
+
+/// Counts packet drops per kernel location, like dropwatch, filtered in the kernel by
+/// protocol, address, port, interface, namespace and location function.
+#[derive(Debug, Parser)]
+#[command(name = TOOL, version)]
+struct Args {
+    /// Seconds between reports
+    #[arg(short = 'i', long, default_value = "1", value_parser = parse_seconds, value_name = "SECS")]
+    interval: Duration,
+    /// Stop after this many seconds (default: run until Ctrl-C)
+    #[arg(short = 'd', long, value_parser = parse_seconds, value_name = "SECS")]
+    duration: Option<Duration>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Count only drops located in this kernel function (e.g. nf_hook_slow)
+    #[arg(long, value_name = "FUNC")]
+    r#match: Option<String>,
+    /// Count every drop except those located in this kernel function
+    #[arg(long = "filter", value_name = "FUNC")]
+    filter_func: Option<String>,
+    /// Aggregate by full kernel stack instead of location (walks a stack per drop: costly)
+    #[arg(long)]
+    bt: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn main() {
+    let args: Args = parse_args(TOOL);
+    run_main(TOOL, || run(args));
+}
+
+fn run(args: Args) -> Result<()> {
+    if args.r#match.is_some() && args.filter_func.is_some() {
+        return Err(Error::usage("--match and --filter cannot be used together"));
+    }
+    let filter = Filter::resolve(&args.filter)?;
+    let Some(env) = libnetprobe::tool::start(args.output.list_probes, DropProbe::plan)? else {
+        return Ok(());
+    };
+    let mut opts = DropOptions::summary(filter);
+    opts.match_func = args.r#match.clone();
+    opts.skip_func = args.filter_func.clone();
+    opts.key = KeyBy {
+        location: true,
+        flow: false,
+        stack: args.bt,
+    };
+    opts.stacks = args.bt;
+    let note = if args.bt {
+        "stacks: walked for every drop (--bt)"
+    } else {
+        "stacks: off"
+    };
+    let mut probe = DropProbe::open(opts, &env)?;
+    let intervals = IntervalArgs {
+        interval: args.interval,
+        duration: args.duration,
+    };
+    let by_stack = args.bt;
+    libnetprobe::tool::run_drop_summary(
+        TOOL,
+        &mut probe,
+        &intervals,
+        args.output.json,
+        note,
+        |s, d| locations_text(TOOL, d, s, by_stack),
+    )
+}

@@ -37,7 +37,10 @@ pub struct CheckReport {
 }
 
 /// The tools and the function that plans each.
-fn tool_plans() -> Vec<(&'static str, fn(&KernelEnv) -> Plan)> {
+/// How a tool plans its probes on a kernel.
+type PlanFn = fn(&KernelEnv) -> Plan;
+
+fn tool_plans() -> Vec<(&'static str, PlanFn)> {
     vec![
         ("kernel_drop_stack_stats_summary", DropProbe::plan),
         ("eth_drop", DropProbe::plan),

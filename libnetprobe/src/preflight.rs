@@ -26,7 +26,7 @@ fn has(caps: u64, cap: u32) -> bool {
 pub fn check() -> Result<()> {
     let caps = effective_caps();
     let admin = has(caps, CAP_SYS_ADMIN);
-    if !admin && !(has(caps, CAP_BPF) && has(caps, CAP_PERFMON)) {
+    if !(admin || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON))) {
         return Err(Error::env(
             "missing privilege: run as root (or with CAP_BPF and CAP_PERFMON)",
         ));

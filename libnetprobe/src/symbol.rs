@@ -30,8 +30,15 @@ impl std::fmt::Display for Frame {
     }
 }
 
+/// A function name without the compiler's clone suffix (`.constprop.0`, `.isra.0`, `.part.0`,
+/// `.cold`), as users know it.
+pub fn base_name(func: &str) -> &str {
+    func.split_once('.').map(|(base, _)| base).unwrap_or(func)
+}
+
 /// Functions that belong to the tracing machinery or the free path, not to the dropper.
 fn is_tracing_frame(func: &str) -> bool {
+    let func = base_name(func);
     func.starts_with("bpf_prog_")
         || func.starts_with("bpf_trace_run")
         || func.starts_with("__traceiter_")
@@ -151,6 +158,7 @@ pub fn kallsyms_range(func: &str) -> Result<(u64, u64)> {
     let idx = syms
         .iter()
         .position(|(_, n)| *n == func)
+        .or_else(|| syms.iter().position(|(_, n)| base_name(n) == func))
         .ok_or_else(|| Error::usage(format!("no kernel function '{func}' in /proc/kallsyms")))?;
     let start = syms[idx].0;
     let end = syms[idx + 1..]
@@ -172,6 +180,15 @@ mod tests {
             offset: 0x10,
             module: None,
         }
+    }
+
+    #[test]
+    fn clone_suffixes_are_removed() {
+        assert_eq!(
+            base_name("__netif_receive_skb_core.constprop.0"),
+            "__netif_receive_skb_core"
+        );
+        assert_eq!(base_name("ip_rcv_core"), "ip_rcv_core");
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl KernelBtf {
                             m.name
                                 .map(|n| n.to_string_lossy().into_owned())
                                 .unwrap_or_default(),
-                            i64::from(m.value),
+                            m.value,
                         )
                     })
                     .collect(),

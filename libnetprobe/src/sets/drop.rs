@@ -8,13 +8,13 @@ use crate::output::WallClock;
 use crate::probe::{Candidate, Plan, ProbeKind, ProbePoint};
 use crate::sets::flow::FlowView;
 use crate::skel::drop::{types, DropSkel, DropSkelBuilder};
-use crate::symbol::{kallsyms_range, strip_tracing_frames, Frame, KernelSymbolizer};
+use crate::symbol::{base_name, kallsyms_range, strip_tracing_frames, Frame, KernelSymbolizer};
 use clap::ValueEnum;
 use crossbeam_channel::{Receiver, Sender};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::mem::MaybeUninit;
 use std::time::Duration;
 
@@ -384,6 +384,7 @@ pub struct DropProbe {
     ifnames: IfNames,
     clock: WallClock,
     stats_prev: DropStats,
+    stacks: HashMap<i32, Vec<String>>,
     ring: Option<RingBuffer<'static>>,
     rx: Option<Receiver<types::drop_event>>,
 }
@@ -503,6 +504,7 @@ impl DropProbe {
             symbolizer: KernelSymbolizer::new(),
             clock: WallClock::new(),
             stats_prev: DropStats::default(),
+            stacks: HashMap::new(),
             ring: None,
             rx: None,
         };
@@ -565,9 +567,14 @@ impl DropProbe {
         Ok(raw.iter().map(|e| self.decode_event(e)).collect())
     }
 
+    /// Symbolized stack of a stack id. Ids are stable (a stack map never moves a stack), so
+    /// they are cached; the map is only emptied when it overflows (see `maintain_stacks`).
     fn stack(&mut self, id: i32) -> Vec<String> {
         if id < 0 {
             return Vec::new();
+        }
+        if let Some(s) = self.stacks.get(&id) {
+            return s.clone();
         }
         let addrs: Vec<u64> = match self
             .skel
@@ -584,7 +591,21 @@ impl DropProbe {
         };
         let mut frames = self.symbolizer.frames(&addrs);
         strip_tracing_frames(&mut frames);
-        frames.iter().map(Frame::to_string).collect()
+        let out: Vec<String> = frames.iter().map(Frame::to_string).collect();
+        self.stacks.insert(id, out.clone());
+        out
+    }
+
+    /// Empties the stack map (and the cache) after walks failed, so new stacks fit again.
+    fn maintain_stacks(&mut self, errors: u64) {
+        if errors == 0 {
+            return;
+        }
+        let ids: Vec<Vec<u8>> = self.skel.maps.stack_traces.keys().collect();
+        for id in ids {
+            let _ = self.skel.maps.stack_traces.delete(&id);
+        }
+        self.stacks.clear();
     }
 
     fn location(&mut self, addr: u64) -> (String, String) {
@@ -595,7 +616,7 @@ impl DropProbe {
         let func = if f.func.is_empty() {
             f.to_string()
         } else {
-            f.func.clone()
+            base_name(&f.func).to_string()
         };
         (f.to_string(), func)
     }
@@ -688,6 +709,7 @@ impl DropProbe {
         let now = self.stats();
         let d = now.minus(self.stats_prev);
         self.stats_prev = now;
+        self.maintain_stacks(d.stack_errors);
         d
     }
 
@@ -743,7 +765,6 @@ impl DropProbe {
                 .entry(sk.stack_id)
                 .or_default() += hits;
         }
-        let mut used_stacks = HashSet::new();
         let mut entries = Vec::with_capacity(counts.len());
         for (k, v) in &counts {
             let mut sampled: Vec<(i32, u64)> = by_key
@@ -755,10 +776,9 @@ impl DropProbe {
             } else if sampled.is_empty() && v.stack_id >= 0 {
                 sampled = vec![(v.stack_id, 1)];
             }
-            sampled.sort_by(|a, b| b.1.cmp(&a.1));
+            sampled.sort_by_key(|s| std::cmp::Reverse(s.1));
             let mut stacks = Vec::new();
             for (id, hits) in sampled {
-                used_stacks.insert(id);
                 let frames = self.stack(id);
                 if !frames.is_empty() {
                     stacks.push(StackSample { hits, frames });
@@ -778,9 +798,6 @@ impl DropProbe {
                 stack: stacks.first().map(|s| s.frames.clone()).unwrap_or_default(),
                 stacks,
             });
-        }
-        for id in used_stacks {
-            let _ = self.skel.maps.stack_traces.delete(&id.to_ne_bytes());
         }
         entries.sort_by(|a, b| b.count.cmp(&a.count).then(a.location.cmp(&b.location)));
         Ok(DropSummary {

@@ -1,0 +1,662 @@
+//! Integration tests of the drop tools: real BPF in the running kernel, real netns labs,
+//! drops induced a known number of times, asserted through `--json`.
+//! Needs root (CI runs as root): without it every test fails, none is skipped.
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+const SUMMARY: &str = env!("CARGO_BIN_EXE_kernel_drop_stack_stats_summary");
+const ETH_DROP: &str = env!("CARGO_BIN_EXE_eth_drop");
+const TRACE_NET_DROP: &str = env!("CARGO_BIN_EXE_trace_net_drop");
+const CHECK: &str = env!("CARGO_BIN_EXE_netprobe_check");
+const WAIT: Duration = Duration::from_secs(10);
+const UNKNOWN_ETHERTYPE: u16 = 0x88b5;
+
+/// Summary entries of every interval report, in order.
+fn entries(out: &ToolOutput) -> Vec<Value> {
+    out.json()
+        .into_iter()
+        .filter(|v| v["type"] == "interval")
+        .flat_map(|v| v["entries"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Sum of `count` per value of `field`.
+fn count_by(entries: &[Value], field: &str) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for e in entries {
+        let k = e[field].as_str().unwrap_or("").to_string();
+        *m.entry(k).or_default() += e["count"].as_u64().unwrap();
+    }
+    m
+}
+
+fn the_entry<'a>(entries: &'a [Value], reason: &str) -> &'a Value {
+    let found: Vec<&Value> = entries.iter().filter(|e| e["reason"] == reason).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "exactly one {reason} entry expected in {entries:#?}"
+    );
+    found[0]
+}
+
+/// A receive counter of the link's 64-bit stats (`ip -s -s -j link`); absent counters are 0.
+fn rx_stat64(ns: &str, ifname: &str, key: &str) -> u64 {
+    let out = ns_exec(ns, &["ip", "-s", "-s", "-j", "link", "show", "dev", ifname]);
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    v[0]["stats64"]["rx"][key].as_u64().unwrap_or(0)
+}
+
+/// The five kinds of drop every test can induce in a lab, with the kernel's own counters as
+/// the readiness signal that the drops happened.
+struct Drops<'a> {
+    lab: &'a Lab,
+    tap: Tap,
+    tap_peer: Ipv4Addr,
+    otherhost: Ipv4Addr,
+}
+
+impl<'a> Drops<'a> {
+    const TAP_QUEUE: u32 = 8;
+    const NFT_PORT: u16 = 7777;
+
+    fn new(lab: &'a Lab, tag: &str) -> Self {
+        let n = lab.a_ip.octets()[2];
+        let tap_name = format!("npt{}{}", tag, std::process::id() % 100_000);
+        let tap = Tap::create_unread(
+            &lab.b,
+            &tap_name,
+            Self::TAP_QUEUE,
+            &format!("198.19.{n}.1/24"),
+        );
+        let tap_peer = Ipv4Addr::new(198, 19, n, 2);
+        ns_exec(
+            &lab.b,
+            &[
+                "ip",
+                "neigh",
+                "add",
+                &tap_peer.to_string(),
+                "lladdr",
+                "02:00:00:00:00:02",
+                "dev",
+                &tap.name,
+            ],
+        );
+        let otherhost = Ipv4Addr::new(198, 18, n, 3);
+        ns_exec(
+            &lab.a,
+            &[
+                "ip",
+                "neigh",
+                "add",
+                &otherhost.to_string(),
+                "lladdr",
+                "02:00:00:00:00:33",
+                "dev",
+                Lab::A_IF,
+            ],
+        );
+        nft_drop_udp_dport(&lab.b, Self::NFT_PORT);
+        Drops {
+            lab,
+            tap,
+            tap_peer,
+            otherhost,
+        }
+    }
+
+    fn no_socket(&self, n: usize, port: u16) {
+        let before = snmp_udp_noports(&self.lab.b);
+        send_udp(
+            &self.lab.a,
+            None,
+            SocketAddrV4::new(self.lab.b_ip, port),
+            n,
+            32,
+        );
+        wait_until("UDP NoPorts", WAIT, || {
+            snmp_udp_noports(&self.lab.b) >= before + n as u64
+        });
+    }
+
+    fn netfilter(&self, n: usize) {
+        let before = nft_counter_packets(&self.lab.b);
+        send_udp(
+            &self.lab.a,
+            None,
+            SocketAddrV4::new(self.lab.b_ip, Self::NFT_PORT),
+            n,
+            32,
+        );
+        wait_until("nft counter", WAIT, || {
+            nft_counter_packets(&self.lab.b) >= before + n as u64
+        });
+    }
+
+    fn otherhost(&self, n: usize) {
+        let before = rx_stat64(&self.lab.b, Lab::B_IF, "otherhost");
+        send_udp(
+            &self.lab.a,
+            None,
+            SocketAddrV4::new(self.otherhost, 4444),
+            n,
+            32,
+        );
+        wait_until("rx otherhost", WAIT, || {
+            rx_stat64(&self.lab.b, Lab::B_IF, "otherhost") >= before + n as u64
+        });
+    }
+
+    fn unknown_ethertype(&self, n: usize) {
+        let before = rx_stat64(&self.lab.b, Lab::B_IF, "dropped");
+        let frame = eth_frame(
+            self.lab.b_mac,
+            self.lab.a_mac,
+            UNKNOWN_ETHERTYPE,
+            b"netprobe",
+        );
+        send_raw_frames(&self.lab.a, Lab::A_IF, &frame, n);
+        wait_until("rx dropped", WAIT, || {
+            rx_stat64(&self.lab.b, Lab::B_IF, "dropped") >= before + n as u64
+        });
+    }
+
+    /// Sends `n` datagrams into the unread tap; returns how many the full ring dropped.
+    fn full_ring(&self, n: usize) -> u64 {
+        let before = read_stat(&self.lab.b, &self.tap.name, "tx_dropped");
+        send_udp(
+            &self.lab.b,
+            None,
+            SocketAddrV4::new(self.tap_peer, 5555),
+            n,
+            32,
+        );
+        let expect = before + (n as u64).saturating_sub(u64::from(Self::TAP_QUEUE));
+        wait_until("tap tx_dropped", WAIT, || {
+            read_stat(&self.lab.b, &self.tap.name, "tx_dropped") >= expect
+        });
+        read_stat(&self.lab.b, &self.tap.name, "tx_dropped") - before
+    }
+}
+
+#[test]
+fn summary_counts_five_kinds_of_drop_exactly() {
+    require_root();
+    let lab = Lab::new("sum");
+    let drops = Drops::new(&lab, "s");
+    let tool = ToolRun::start(
+        SUMMARY,
+        &["--netns", &lab.b, "--json", "-i", "600", "--top", "20"],
+    );
+    drops.no_socket(20, 9);
+    drops.netfilter(7);
+    drops.otherhost(5);
+    drops.unknown_ethertype(4);
+    let ring = drops.full_ring(30);
+    assert_eq!(
+        ring,
+        22,
+        "tap ring of {} should drop 30 - {}",
+        Drops::TAP_QUEUE,
+        Drops::TAP_QUEUE
+    );
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let all = entries(&out);
+    let by_reason = count_by(&all, "reason");
+    let expected: BTreeMap<String, u64> = [
+        ("NO_SOCKET", 20),
+        ("NETFILTER_DROP", 7),
+        ("OTHERHOST", 5),
+        ("UNHANDLED_PROTO", 4),
+        ("FULL_RING", ring),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(by_reason, expected, "{all:#?}");
+
+    let e = the_entry(&all, "NO_SOCKET");
+    assert_eq!(e["location_func"], "__udp4_lib_rcv");
+    assert_eq!(e["ifname"], Lab::B_IF);
+    assert_eq!(e["l4_protocol"], "udp");
+    assert_eq!(e["src_ip"], lab.a_ip.to_string());
+    assert_eq!(e["dst_ip"], lab.b_ip.to_string());
+    assert_eq!(e["dst_port"], 9);
+    let stack: Vec<&str> = e["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        stack[0].starts_with("__udp4_lib_rcv+0x"),
+        "stack not stripped: {stack:?}"
+    );
+
+    let e = the_entry(&all, "NETFILTER_DROP");
+    assert_eq!(e["location_func"], "nft_do_chain");
+    assert_eq!(e["dst_port"], Drops::NFT_PORT);
+    assert_eq!(e["ifname"], Lab::B_IF);
+
+    let e = the_entry(&all, "OTHERHOST");
+    assert_eq!(e["location_func"], "ip_rcv_core");
+    assert_eq!(e["dst_ip"], drops.otherhost.to_string());
+
+    let e = the_entry(&all, "UNHANDLED_PROTO");
+    assert_eq!(e["location_func"], "__netif_receive_skb_core");
+    assert_eq!(e["ethertype"], format!("0x{UNKNOWN_ETHERTYPE:04x}"));
+    assert_eq!(e["l3"], "other");
+
+    let e = the_entry(&all, "FULL_RING");
+    assert_eq!(e["location_func"], "tun_net_xmit");
+    assert_eq!(e["ifname"], drops.tap.name);
+    assert_eq!(e["dst_ip"], drops.tap_peer.to_string());
+
+    let last = out
+        .json()
+        .into_iter()
+        .filter(|v| v["type"] == "interval")
+        .next_back()
+        .unwrap();
+    assert_eq!(last["final"], true);
+    assert_eq!(last["lost_events"], 0);
+    assert_eq!(last["map_full"], 0);
+}
+
+#[test]
+fn eth_drop_reports_every_drop_with_headers() {
+    require_root();
+    let lab = Lab::new("eth");
+    let drops = Drops::new(&lab, "e");
+    let tool = ToolRun::start(ETH_DROP, &["--netns", &lab.b, "--json"]);
+    drops.no_socket(6, 9);
+    drops.netfilter(3);
+    drops.unknown_ethertype(2);
+    let before = read_stat(&lab.b, Lab::B_IF, "rx_packets");
+    send_raw_frames(&lab.a, Lab::A_IF, &stp_frame(lab.a_mac), 3);
+    wait_until("STP frames received", WAIT, || {
+        read_stat(&lab.b, Lab::B_IF, "rx_packets") >= before + 3
+    });
+    let out = tool.stop(Signal::SIGTERM);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let json = out.json();
+    let events: Vec<&Value> = json.iter().filter(|v| v["type"] == "drop").collect();
+    let summary = json
+        .iter()
+        .find(|v| v["type"] == "summary")
+        .expect("summary line");
+    assert_eq!(summary["events"], events.len());
+    assert_eq!(summary["lost_events"], 0);
+
+    let udp: Vec<&&Value> = events
+        .iter()
+        .filter(|e| e["reason"] == "NO_SOCKET")
+        .collect();
+    assert_eq!(udp.len(), 6);
+    for e in &udp {
+        assert_eq!(e["location_func"], "__udp4_lib_rcv");
+        assert_eq!(e["ifname"], Lab::B_IF);
+        assert_eq!(e["src_ip"], lab.a_ip.to_string());
+        assert_eq!(e["dst_port"], 9);
+        assert_eq!(e["ttl"], 64);
+        assert!(e["ip_id"].is_u64());
+        assert!(!e["stack"].as_array().unwrap().is_empty());
+        assert!(e["time"].as_str().unwrap().len() >= 19);
+    }
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["reason"] == "NETFILTER_DROP")
+            .count(),
+        3
+    );
+    let unknown: Vec<&&Value> = events
+        .iter()
+        .filter(|e| e["ethertype"] == "0x88b5")
+        .collect();
+    assert_eq!(unknown.len(), 2);
+    assert_eq!(unknown[0]["reason"], "UNHANDLED_PROTO");
+    assert_eq!(unknown[0]["src_mac"], mac(&lab.a_mac));
+    let stp: Vec<&&Value> = events.iter().filter(|e| e["llc"]["dsap"] == 0x42).collect();
+    assert_eq!(
+        stp.len(),
+        3,
+        "STP frames must be reported with their LLC header: {events:#?}"
+    );
+    assert_eq!(stp[0]["llc"]["ssap"], 0x42);
+    assert_eq!(stp[0]["dst_mac"], "01:80:c2:00:00:00");
+    assert_eq!(
+        events.len(),
+        6 + 3 + 2 + 3,
+        "no other drops in the lab: {events:#?}"
+    );
+}
+
+#[test]
+fn eth_drop_type_filter_and_no_stack() {
+    require_root();
+    let lab = Lab::new("ety");
+    let drops = Drops::new(&lab, "t");
+    let tool = ToolRun::start(
+        ETH_DROP,
+        &[
+            "--netns",
+            &lab.b,
+            "--json",
+            "--type",
+            "other",
+            "--no-stack-trace",
+        ],
+    );
+    drops.no_socket(4, 9);
+    drops.unknown_ethertype(3);
+    let out = tool.stop(Signal::SIGINT);
+    let events: Vec<Value> = out
+        .json()
+        .into_iter()
+        .filter(|v| v["type"] == "drop")
+        .collect();
+    assert_eq!(events.len(), 3, "{events:#?}");
+    assert!(events
+        .iter()
+        .all(|e| e["ethertype"] == "0x88b5" && e["stack"].as_array().unwrap().is_empty()));
+}
+
+#[test]
+fn trace_net_drop_counts_per_location_and_matches_functions() {
+    require_root();
+    let lab = Lab::new("tnd");
+    let drops = Drops::new(&lab, "d");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--netns", lab.b.as_str(), "--json", "-i", "600"];
+        args.extend_from_slice(extra);
+        let tool = ToolRun::start(TRACE_NET_DROP, &args);
+        drops.no_socket(6, 9);
+        drops.netfilter(3);
+        let out = tool.stop(Signal::SIGINT);
+        assert!(out.status.success(), "{:?}", out.stderr);
+        entries(&out)
+    };
+    let all = run(&[]);
+    let by_loc = count_by(&all, "location_func");
+    assert_eq!(by_loc.get("__udp4_lib_rcv"), Some(&6), "{all:#?}");
+    assert_eq!(by_loc.get("nft_do_chain"), Some(&3));
+    assert_eq!(by_loc.len(), 2);
+
+    let only = run(&["--match", "nft_do_chain"]);
+    assert_eq!(
+        count_by(&only, "location_func"),
+        BTreeMap::from([("nft_do_chain".to_string(), 3)])
+    );
+
+    let except = run(&["--filter", "nft_do_chain"]);
+    assert_eq!(
+        count_by(&except, "location_func"),
+        BTreeMap::from([("__udp4_lib_rcv".to_string(), 6)])
+    );
+
+    let bt = run(&["--bt"]);
+    assert_eq!(
+        bt.iter().map(|e| e["count"].as_u64().unwrap()).sum::<u64>(),
+        9
+    );
+    for e in &bt {
+        let top = e["stack"][0].as_str().unwrap_or_default();
+        assert!(
+            top.starts_with(e["location_func"].as_str().unwrap()),
+            "{e:#?}"
+        );
+    }
+}
+
+#[test]
+fn filters_exclude_traffic_outside_them() {
+    require_root();
+    let lab = Lab::new("flt");
+    let other = Lab::new("flo");
+    let drops = Drops::new(&lab, "f");
+    let other_drops = Drops::new(&other, "g");
+    let dst = format!("{}/24", lab.b_ip);
+    let tool = ToolRun::start(
+        SUMMARY,
+        &[
+            "--netns",
+            &lab.b,
+            "--interface",
+            Lab::B_IF,
+            "--json",
+            "-i",
+            "600",
+            "--l4-protocol",
+            "udp",
+            "--dst-ip",
+            &dst,
+            "--dst-port",
+            "9",
+            "--reason",
+            "NO_SOCKET",
+        ],
+    );
+    drops.no_socket(10, 9); // counted
+    drops.no_socket(5, 10); // other port
+    drops.netfilter(4); // other reason and port
+    drops.otherhost(3); // other address
+    drops.unknown_ethertype(2); // not UDP
+    drops.full_ring(12); // other interface
+    other_drops.no_socket(8, 9); // other namespace, same everything else
+    let out = tool.stop(Signal::SIGINT);
+    let all = entries(&out);
+    assert_eq!(
+        count_by(&all, "reason"),
+        BTreeMap::from([("NO_SOCKET".to_string(), 10)]),
+        "{all:#?}"
+    );
+    assert!(all
+        .iter()
+        .all(|e| e["netns"] == all[0]["netns"] && e["dst_port"] == 9));
+}
+
+#[test]
+fn group_by_stack_merges_flows() {
+    require_root();
+    let lab = Lab::new("grp");
+    let drops = Drops::new(&lab, "p");
+    let tool = ToolRun::start(
+        SUMMARY,
+        &[
+            "--netns",
+            &lab.b,
+            "--json",
+            "-i",
+            "600",
+            "--group-by",
+            "stack",
+        ],
+    );
+    drops.no_socket(5, 9);
+    drops.no_socket(5, 10);
+    let out = tool.stop(Signal::SIGINT);
+    let all = entries(&out);
+    let e = the_entry(&all, "NO_SOCKET");
+    assert_eq!(e["count"], 10);
+    assert!(
+        e["src_ip"].is_null(),
+        "flows are merged under --group-by stack"
+    );
+}
+
+#[test]
+fn example_embeds_the_library() {
+    require_root();
+    let lab = Lab::new("exm");
+    let drops = Drops::new(&lab, "x");
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/drops_by_reason");
+    assert!(example.exists(), "example not built: {}", example.display());
+    let tool = ToolRun::start(example.to_str().unwrap(), &[&lab.b]);
+    drops.no_socket(4, 9);
+    drops.netfilter(2);
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    assert!(
+        out.stdout.contains(&"total NO_SOCKET 4".to_string()),
+        "{:?}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&"total NETFILTER_DROP 2".to_string()),
+        "{:?}",
+        out.stdout
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    require_root();
+    let cases: &[(&str, &[&str])] = &[
+        (SUMMARY, &["--src-ip", "300.1.1.1"]),
+        (SUMMARY, &["--dst-port", "70000"]),
+        (SUMMARY, &["--interface", "nosuchif0"]),
+        (SUMMARY, &["--reason", "NOT_A_REASON"]),
+        (SUMMARY, &["-i", "0"]),
+        (SUMMARY, &["--interval", "-5"]),
+        (SUMMARY, &["--top", "0"]),
+        (SUMMARY, &["--netns", "np-no-such-netns"]),
+        (SUMMARY, &["--src-ip", "10.0.0.1", "--dst-ip", "fd00::1"]),
+        (SUMMARY, &["--group-by", "nothing"]),
+        (ETH_DROP, &["--l4-protocol", "icmp", "--dst-port", "80"]),
+        (ETH_DROP, &["--vlan-id", "5000"]),
+        (ETH_DROP, &["--type", "bogus"]),
+        (ETH_DROP, &["--src-ip", "10.0.0.0/40"]),
+        (
+            TRACE_NET_DROP,
+            &["--match", "ip_rcv", "--filter", "nft_do_chain"],
+        ),
+        (TRACE_NET_DROP, &["--match", "no_such_kernel_function_xyz"]),
+        (TRACE_NET_DROP, &["--netns", "999999999"]),
+        (CHECK, &["--bogus"]),
+    ];
+    for (bin, args) in cases {
+        let out = run_tool(bin, args);
+        let name = bin.rsplit('/').next().unwrap();
+        let lines: Vec<&String> = out.stderr.iter().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name} {args:?}: {:?}",
+            out.stderr
+        );
+        assert_eq!(
+            lines.len(),
+            1,
+            "{name} {args:?}: one line expected: {:?}",
+            out.stderr
+        );
+        assert!(
+            lines[0].starts_with(&format!("{name}: error: ")),
+            "{name} {args:?}: {}",
+            lines[0]
+        );
+        assert!(!lines[0].contains("panicked"), "{}", lines[0]);
+        assert!(out.stdout.is_empty(), "{name} {args:?}: nothing on stdout");
+    }
+}
+
+/// BPF program ids held open by process `pid` (from its fds' fdinfo).
+fn progs_of(pid: u32) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        ids.extend(
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|v| v.trim().parse::<u64>().ok()),
+        );
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+fn all_prog_ids() -> Vec<u64> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+#[test]
+fn signals_leave_no_program_behind() {
+    require_root();
+    let lab = Lab::new("sig");
+    for (bin, sig) in [
+        (SUMMARY, Signal::SIGINT),
+        (SUMMARY, Signal::SIGTERM),
+        (ETH_DROP, Signal::SIGINT),
+        (ETH_DROP, Signal::SIGTERM),
+        (TRACE_NET_DROP, Signal::SIGTERM),
+    ] {
+        let tool = ToolRun::start(bin, &["--netns", &lab.b]);
+        let held = progs_of(tool.pid());
+        assert!(!held.is_empty(), "{bin} holds no BPF program while running");
+        let out = tool.stop(sig);
+        assert!(out.status.success(), "{bin} {sig:?}: {:?}", out.stderr);
+        // The kernel frees programs after their last link goes (RCU), so allow it a moment.
+        wait_until(
+            &format!("{bin} programs {held:?} freed after {sig:?}"),
+            WAIT,
+            || {
+                let left = all_prog_ids();
+                held.iter().all(|id| !left.contains(id))
+            },
+        );
+    }
+}
+
+#[test]
+fn netprobe_check_reports_plans() {
+    require_root();
+    let out = run_tool(CHECK, &["--json"]);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let v = &out.json()[0];
+    assert_eq!(v["features"]["tp_btf"]["status"], "yes");
+    assert_eq!(v["features"]["ringbuf"]["status"], "yes");
+    for t in v["tools"].as_array().unwrap() {
+        assert_eq!(t["can_run"], true, "{t:#?}");
+        let chosen = &t["plan"]["choices"][0]["chosen"];
+        assert!(chosen["kind"] == "tp_btf" || chosen["kind"] == "tracepoint");
+    }
+    let plan = run_tool(SUMMARY, &["--list-probes"]);
+    assert!(plan.status.success());
+    assert!(plan.stdout[0].contains("kfree_skb"), "{:?}", plan.stdout);
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -263,8 +263,7 @@ fn summary_counts_five_kinds_of_drop_exactly() {
     let last = out
         .json()
         .into_iter()
-        .filter(|v| v["type"] == "interval")
-        .next_back()
+        .rfind(|v| v["type"] == "interval")
         .unwrap();
     assert_eq!(last["final"], true);
     assert_eq!(last["lost_events"], 0);

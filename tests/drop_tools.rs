@@ -279,6 +279,8 @@ fn eth_drop_reports_every_drop_with_headers() {
     drops.no_socket(6, 9);
     drops.netfilter(3);
     drops.unknown_ethertype(2);
+    drops.otherhost(4);
+    let ring = drops.full_ring(10);
     let before = read_stat(&lab.b, Lab::B_IF, "rx_packets");
     send_raw_frames(&lab.a, Lab::A_IF, &stp_frame(lab.a_mac), 3);
     wait_until("STP frames received", WAIT, || {
@@ -310,13 +312,28 @@ fn eth_drop_reports_every_drop_with_headers() {
         assert!(!e["stack"].as_array().unwrap().is_empty());
         assert!(e["time"].as_str().unwrap().len() >= 19);
     }
-    assert_eq!(
+    let with_reason = |r: &str| -> Vec<&Value> {
         events
             .iter()
-            .filter(|e| e["reason"] == "NETFILTER_DROP")
-            .count(),
-        3
-    );
+            .copied()
+            .filter(|e| e["reason"] == r)
+            .collect()
+    };
+    let nft = with_reason("NETFILTER_DROP");
+    assert_eq!(nft.len(), 3);
+    assert!(nft
+        .iter()
+        .all(|e| e["location_func"] == "nft_do_chain" && e["dst_port"] == Drops::NFT_PORT));
+    let other = with_reason("OTHERHOST");
+    assert_eq!(other.len(), 4);
+    assert!(other.iter().all(|e| e["location_func"] == "ip_rcv_core"
+        && e["dst_ip"] == drops.otherhost.to_string()
+        && e["pkt_type"] == 3));
+    let full = with_reason("FULL_RING");
+    assert_eq!(full.len() as u64, ring);
+    assert!(full
+        .iter()
+        .all(|e| e["location_func"] == "tun_net_xmit" && e["ifname"] == drops.tap.name.as_str()));
     let unknown: Vec<&&Value> = events
         .iter()
         .filter(|e| e["ethertype"] == "0x88b5")
@@ -332,9 +349,12 @@ fn eth_drop_reports_every_drop_with_headers() {
     );
     assert_eq!(stp[0]["llc"]["ssap"], 0x42);
     assert_eq!(stp[0]["dst_mac"], "01:80:c2:00:00:00");
+    assert!(stp.iter().all(|e| e["location_func"]
+        .as_str()
+        .is_some_and(|l| !l.is_empty() && l != "-")));
     assert_eq!(
-        events.len(),
-        6 + 3 + 2 + 3,
+        events.len() as u64,
+        6 + 3 + 2 + 4 + ring + 3,
         "no other drops in the lab: {events:#?}"
     );
 }
@@ -384,11 +404,31 @@ fn trace_net_drop_counts_per_location_and_matches_functions() {
         assert!(out.status.success(), "{:?}", out.stderr);
         entries(&out)
     };
-    let all = run(&[]);
-    let by_loc = count_by(&all, "location_func");
-    assert_eq!(by_loc.get("__udp4_lib_rcv"), Some(&6), "{all:#?}");
-    assert_eq!(by_loc.get("nft_do_chain"), Some(&3));
-    assert_eq!(by_loc.len(), 2);
+    let tool = ToolRun::start(
+        TRACE_NET_DROP,
+        &["--netns", lab.b.as_str(), "--json", "-i", "600"],
+    );
+    drops.no_socket(6, 9);
+    drops.netfilter(3);
+    drops.otherhost(2);
+    drops.unknown_ethertype(5);
+    let ring = drops.full_ring(12);
+    let all = entries(&tool.stop(Signal::SIGINT));
+    let expected: BTreeMap<String, u64> = [
+        ("__udp4_lib_rcv", 6),
+        ("nft_do_chain", 3),
+        ("ip_rcv_core", 2),
+        ("__netif_receive_skb_core", 5),
+        ("tun_net_xmit", ring),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(count_by(&all, "location_func"), expected, "{all:#?}");
+    assert!(
+        all.iter().all(|e| e["src_ip"].is_null()),
+        "trace_net_drop counts by location only"
+    );
 
     let only = run(&["--match", "nft_do_chain"]);
     assert_eq!(
@@ -574,8 +614,8 @@ fn bad_input_is_one_line_and_exit_2() {
     }
 }
 
-/// BPF program ids held open by process `pid` (from its fds' fdinfo).
-fn progs_of(pid: u32) -> Vec<u64> {
+/// BPF object ids (`prog_id:` or `link_id:`) held open by process `pid`, from fdinfo.
+fn held_by(pid: u32, field: &str) -> Vec<u64> {
     let mut ids = Vec::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
         .unwrap()
@@ -584,13 +624,27 @@ fn progs_of(pid: u32) -> Vec<u64> {
         let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
         ids.extend(
             info.lines()
-                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|l| l.strip_prefix(field))
                 .filter_map(|v| v.trim().parse::<u64>().ok()),
         );
     }
     ids.sort_unstable();
     ids.dedup();
     ids
+}
+
+fn all_link_ids() -> Vec<u64> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
 }
 
 fn all_prog_ids() -> Vec<u64> {
@@ -619,17 +673,20 @@ fn signals_leave_no_program_behind() {
         (TRACE_NET_DROP, Signal::SIGTERM),
     ] {
         let tool = ToolRun::start(bin, &["--netns", &lab.b]);
-        let held = progs_of(tool.pid());
+        let held = held_by(tool.pid(), "prog_id:");
+        let links = held_by(tool.pid(), "link_id:");
         assert!(!held.is_empty(), "{bin} holds no BPF program while running");
+        assert!(!links.is_empty(), "{bin} holds no BPF link while running");
         let out = tool.stop(sig);
         assert!(out.status.success(), "{bin} {sig:?}: {:?}", out.stderr);
         // The kernel frees programs after their last link goes (RCU), so allow it a moment.
         wait_until(
-            &format!("{bin} programs {held:?} freed after {sig:?}"),
+            &format!("{bin} programs {held:?} and links {links:?} freed after {sig:?}"),
             WAIT,
             || {
-                let left = all_prog_ids();
-                held.iter().all(|id| !left.contains(id))
+                let (progs, links_left) = (all_prog_ids(), all_link_ids());
+                held.iter().all(|id| !progs.contains(id))
+                    && links.iter().all(|id| !links_left.contains(id))
             },
         );
     }

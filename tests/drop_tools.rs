@@ -271,6 +271,69 @@ fn summary_counts_five_kinds_of_drop_exactly() {
 }
 
 #[test]
+fn tracepoint_fallback_gives_the_same_answers() {
+    require_root();
+    let lab = Lab::new("tpf");
+    let drops = Drops::new(&lab, "b");
+    let args = [
+        "NETPROBE_DISABLE=tp_btf",
+        SUMMARY,
+        "--netns",
+        &lab.b,
+        "--json",
+        "-i",
+        "600",
+    ];
+    let tool = ToolRun::start("env", &args);
+    drops.no_socket(9, 9);
+    drops.netfilter(4);
+    drops.otherhost(3);
+    drops.unknown_ethertype(2);
+    let ring = drops.full_ring(11);
+    let out = tool.stop(Signal::SIGINT);
+    assert!(
+        out.stderr
+            .iter()
+            .any(|l| l.contains("tracepoint/skb/kfree_skb")),
+        "{:?}",
+        out.stderr
+    );
+    let all = entries(&out);
+    let expected: BTreeMap<String, u64> = [
+        ("NO_SOCKET", 9),
+        ("NETFILTER_DROP", 4),
+        ("OTHERHOST", 3),
+        ("UNHANDLED_PROTO", 2),
+        ("FULL_RING", ring),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(count_by(&all, "reason"), expected, "{all:#?}");
+    assert_eq!(
+        the_entry(&all, "NO_SOCKET")["location_func"],
+        "__udp4_lib_rcv"
+    );
+    assert_eq!(
+        the_entry(&all, "FULL_RING")["location_func"],
+        "tun_net_xmit"
+    );
+    let plan = run_tool(
+        "env",
+        &["NETPROBE_DISABLE=tp_btf", SUMMARY, "--list-probes"],
+    );
+    assert!(
+        plan.stdout[0].contains("tracepoint/skb/kfree_skb"),
+        "{:?}",
+        plan.stdout
+    );
+    assert!(plan
+        .stdout
+        .iter()
+        .any(|l| l.contains("disabled by NETPROBE_DISABLE")));
+}
+
+#[test]
 fn eth_drop_reports_every_drop_with_headers() {
     require_root();
     let lab = Lab::new("eth");

@@ -54,14 +54,28 @@ enum Trial {
     Tracepoint,
 }
 
+/// Environment variable naming program types not to use (`tp_btf,fentry`), e.g. to exercise
+/// the fallback candidates on a kernel that has everything.
+pub const DISABLE_ENV: &str = "NETPROBE_DISABLE";
+
 impl Features {
-    /// Probes the running kernel; takes a few milliseconds per program type.
+    /// Probes the running kernel; takes a few milliseconds per program type. Types listed in
+    /// `NETPROBE_DISABLE` are reported unavailable without being tried.
     pub fn probe() -> Self {
+        let disabled = std::env::var(DISABLE_ENV).unwrap_or_default();
+        let off = |name: &str| disabled.split(',').any(|d| d.trim() == name);
+        let run = |name: &str, t: Trial| {
+            if off(name) {
+                Support::No(format!("disabled by {DISABLE_ENV}"))
+            } else {
+                trial(t)
+            }
+        };
         Self {
-            fentry: trial(Trial::Fentry),
-            kprobe: trial(Trial::Kprobe),
-            tp_btf: trial(Trial::TpBtf),
-            tracepoint: trial(Trial::Tracepoint),
+            fentry: run("fentry", Trial::Fentry),
+            kprobe: run("kprobe", Trial::Kprobe),
+            tp_btf: run("tp_btf", Trial::TpBtf),
+            tracepoint: run("tracepoint", Trial::Tracepoint),
             ringbuf: ringbuf(),
         }
     }
@@ -100,11 +114,11 @@ fn trial(which: Trial) -> Support {
     select(&mut open, which);
     let skel = match open.load() {
         Ok(s) => s,
-        Err(e) => return Support::No(format!("load failed: {e}")),
+        Err(e) => return Support::No(format!("load failed: {e} ({:?})", e.kind())),
     };
     match attach(&skel, which) {
         Ok(_link) => Support::Yes,
-        Err(e) => Support::No(format!("attach failed: {e}")),
+        Err(e) => Support::No(format!("attach failed: {e} ({:?})", e.kind())),
     }
 }
 

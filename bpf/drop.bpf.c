@@ -55,6 +55,7 @@ struct {
 
 /* Per-CPU scratch space: the BPF stack is too small for these. */
 struct drop_scratch {
+	__u8 buf[NP_L3_READ];
 	struct np_pkt pkt;
 	struct drop_key key;
 	struct drop_stack_key stack_key;
@@ -116,8 +117,10 @@ static __always_inline void sample_stack(void *ctx, struct drop_scratch *s, stru
 	__u32 zero = 0;
 
 	if (known_id < 0) {
-		if (!drop_cfg.stack_sample || bpf_get_prandom_u32() % drop_cfg.stack_sample)
+		/* 1 in N: a per-CPU tick, no division or random number on the hot path. */
+		if (!drop_cfg.stack_sample || !st || ++st->sample_tick < drop_cfg.stack_sample)
 			return;
+		st->sample_tick = 0;
 		used = bpf_map_lookup_elem(&stack_budget_used, &zero);
 		if (!used)
 			return;
@@ -227,10 +230,24 @@ static __always_inline void report_drop(void *ctx, struct sk_buff *skb, struct n
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Are Ethernet/VLAN/LLC headers used? */
+static __always_inline int needs_l2(void)
+{
+	return drop_cfg.mode == DROP_MODE_DETAILS || drop_cfg.eth_class || drop_cfg.has_vlan_filter;
+}
+
+/* Must the packet be decoded? Only when a key, filter or event uses its contents. */
+static __always_inline int needs_packet(void)
+{
+	return drop_cfg.mode == DROP_MODE_DETAILS || drop_cfg.key_flow || drop_cfg.eth_class ||
+	       drop_cfg.has_vlan_filter || np_filter_needs_packet();
+}
+
 static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 location,
-				       __u32 reason)
+				       __u32 reason, const int direct)
 {
 	struct drop_scratch *s;
+	struct net_device *dev;
 	struct np_stats *st;
 	__u32 netns, ifindex, zero = 0;
 
@@ -247,22 +264,28 @@ static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	    location < drop_cfg.loc_skip_end)
 		return 0;
 
-	netns = np_skb_netns(skb);
-	ifindex = np_skb_ifindex(skb);
+	dev = NP_RD(direct, skb->dev, skb, dev);
+	netns = np_skb_netns(skb, dev, direct);
+	ifindex = np_skb_ifindex(skb, dev, direct);
 	if (!np_match_place(netns, ifindex))
 		return 0;
 	s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return 0;
 	__builtin_memset(&s->pkt, 0, sizeof(s->pkt));
-	np_parse_skb(skb, &s->pkt);
-	if (!np_match_flow(&s->pkt.flow) || !eth_class_match(&s->pkt))
-		return 0;
-	if (drop_cfg.has_vlan_filter && (!s->pkt.has_vlan || s->pkt.vlan_id != drop_cfg.vlan_id))
-		return 0;
+	if (needs_packet()) {
+		np_parse_skb(skb, &s->pkt, s->buf, needs_l2(), direct);
+		if (!np_match_flow(&s->pkt.flow) || !eth_class_match(&s->pkt))
+			return 0;
+		if (drop_cfg.has_vlan_filter &&
+		    (!s->pkt.has_vlan || s->pkt.vlan_id != drop_cfg.vlan_id))
+			return 0;
+	} else {
+		s->pkt.flow.ethertype = bpf_ntohs(NP_RD(direct, skb->protocol, skb, protocol));
+	}
 
 	st = np_stats();
-	if (st)
+	if (drop_cfg.mode == DROP_MODE_DETAILS && st)
 		st->seen++;
 	if (drop_cfg.mode == DROP_MODE_DETAILS)
 		report_drop(ctx, skb, &s->pkt, location, reason, netns, ifindex, st);
@@ -279,7 +302,7 @@ int BPF_PROG(drop_tp_btf, struct sk_buff *skb, void *location)
 	/* The tracepoint gained its reason argument together with this field (5.17). */
 	if (bpf_core_field_exists(struct trace_event_raw_kfree_skb, reason))
 		reason = (__u32)ctx[2];
-	return handle_drop(ctx, skb, (__u64)location, reason);
+	return handle_drop(ctx, skb, (__u64)location, reason, 1);
 }
 
 SEC("tracepoint/skb/kfree_skb")
@@ -289,7 +312,7 @@ int drop_tracepoint(struct trace_event_raw_kfree_skb *args)
 
 	if (bpf_core_field_exists(args->reason))
 		reason = args->reason;
-	return handle_drop(args, (struct sk_buff *)args->skbaddr, (__u64)args->location, reason);
+	return handle_drop(args, (struct sk_buff *)args->skbaddr, (__u64)args->location, reason, 0);
 }
 
 /* Emits the event type into BTF so the skeleton generates it for Rust. */

@@ -21,84 +21,93 @@
 
 const volatile struct np_filter np_filter = {};
 
+/*
+ * Every reader takes `direct`, a literal constant after inlining: 1 in tp_btf programs, whose
+ * skb is a BTF pointer that can be dereferenced with plain (CO-RE relocated) loads, 0 in classic
+ * tracepoint programs, which must use bpf_probe_read_kernel. Clang drops the other branch, and
+ * a direct load costs a fraction of a helper call: this is most of a summary tool's per-drop cost.
+ */
+#define NP_RD(direct, expr, ...) ((direct) ? (expr) : BPF_CORE_READ(__VA_ARGS__))
+
 /* Network namespace inode of a packet: its device's, else its socket's. */
-static __always_inline __u32 np_skb_netns(struct sk_buff *skb)
+static __always_inline __u32 np_skb_netns(struct sk_buff *skb, struct net_device *dev,
+					  const int direct)
 {
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
 	struct sock *sk;
 
 	if (dev)
-		return BPF_CORE_READ(dev, nd_net.net, ns.inum);
-	sk = BPF_CORE_READ(skb, sk);
+		return NP_RD(direct, dev->nd_net.net->ns.inum, dev, nd_net.net, ns.inum);
+	sk = NP_RD(direct, skb->sk, skb, sk);
 	if (sk)
-		return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+		return NP_RD(direct, sk->__sk_common.skc_net.net->ns.inum, sk,
+			     __sk_common.skc_net.net, ns.inum);
 	return 0;
 }
 
-static __always_inline __u32 np_skb_ifindex(struct sk_buff *skb)
+static __always_inline __u32 np_skb_ifindex(struct sk_buff *skb, struct net_device *dev,
+					    const int direct)
 {
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
-
 	if (dev)
-		return BPF_CORE_READ(dev, ifindex);
-	return BPF_CORE_READ(skb, skb_iif);
+		return NP_RD(direct, dev->ifindex, dev, ifindex);
+	return NP_RD(direct, skb->skb_iif, skb, skb_iif);
 }
 
 /* Hardware-accelerated VLAN tag: vlan_all on >= 4.20, VLAN_TAG_PRESENT (0x1000) before. */
-static __always_inline void np_skb_hw_vlan(struct sk_buff *skb, struct np_pkt *p)
+static __always_inline void np_skb_hw_vlan(struct sk_buff *skb, struct np_pkt *p, const int direct)
 {
-	__u16 tci = BPF_CORE_READ(skb, vlan_tci);
-	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, vlan_proto));
+	__u16 tci = NP_RD(direct, skb->vlan_tci, skb, vlan_tci);
 	int present;
 
 	if (bpf_core_field_exists(skb->vlan_all))
-		present = BPF_CORE_READ(skb, vlan_all) != 0;
+		present = NP_RD(direct, skb->vlan_all, skb, vlan_all) != 0;
 	else
 		present = (tci & 0x1000) != 0;
 	if (present) {
 		p->has_vlan = 1;
 		p->vlan_id = tci & 0x0fff;
-		p->vlan_proto = proto;
+		p->vlan_proto = bpf_ntohs(NP_RD(direct, skb->vlan_proto, skb, vlan_proto));
 	}
 }
 
-static __always_inline void np_parse_l4(unsigned char *l4, struct np_pkt *p)
-{
-	__u8 hdr[14] = {};
+/* Bytes read at the network header: IPv6 (40) + TCP up to its flags (14), with room to spare. */
+#define NP_L3_READ 64
 
-	if (p->flow.l4proto == NP_IPPROTO_UDP) {
-		bpf_probe_read_kernel(hdr, 4, l4);
-	} else if (p->flow.l4proto == NP_IPPROTO_TCP) {
-		bpf_probe_read_kernel(hdr, 14, l4);
-		p->tcp_flags = hdr[13];
+static __always_inline void np_parse_l4(const __u8 *l4, struct np_pkt *p)
+{
+	if (p->flow.l4proto == NP_IPPROTO_UDP || p->flow.l4proto == NP_IPPROTO_TCP) {
+		p->flow.sport = (l4[0] << 8) | l4[1];
+		p->flow.dport = (l4[2] << 8) | l4[3];
+		if (p->flow.l4proto == NP_IPPROTO_TCP)
+			p->tcp_flags = l4[13];
 	} else if (p->flow.l4proto == NP_IPPROTO_ICMP || p->flow.l4proto == NP_IPPROTO_ICMPV6) {
-		bpf_probe_read_kernel(hdr, 8, l4);
-		p->icmp_type = hdr[0];
-		p->icmp_code = hdr[1];
-		p->icmp_id = (hdr[4] << 8) | hdr[5];
-		p->icmp_seq = (hdr[6] << 8) | hdr[7];
-		return;
-	} else {
-		return;
+		p->icmp_type = l4[0];
+		p->icmp_code = l4[1];
+		p->icmp_id = (l4[4] << 8) | l4[5];
+		p->icmp_seq = (l4[6] << 8) | l4[7];
 	}
-	p->flow.sport = (hdr[0] << 8) | hdr[1];
-	p->flow.dport = (hdr[2] << 8) | hdr[3];
 }
 
-/* Decodes L2-L4 headers of @skb into @p. Never fails: what cannot be read stays zero. */
-static __always_inline void np_parse_skb(struct sk_buff *skb, struct np_pkt *p)
+/*
+ * Decodes L2-L4 headers of @skb into @p with two reads of packet memory (one at the MAC header,
+ * only if @with_l2, one at the network header). Never fails: what cannot be read stays zero.
+ * @buf: NP_L3_READ bytes of scratch space (the BPF stack is too small for everything).
+ */
+static __always_inline void np_parse_skb(struct sk_buff *skb, struct np_pkt *p, __u8 *buf,
+					 const int with_l2, const int direct)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 mac = BPF_CORE_READ(skb, mac_header);
-	__u16 net = BPF_CORE_READ(skb, network_header);
-	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-	unsigned char *l3;
+	unsigned char *head = NP_RD(direct, skb->head, skb, head);
+	__u16 mac = NP_RD(direct, skb->mac_header, skb, mac_header);
+	__u16 net = NP_RD(direct, skb->network_header, skb, network_header);
+	__u16 proto = bpf_ntohs(NP_RD(direct, skb->protocol, skb, protocol));
 
-	p->len = BPF_CORE_READ(skb, len);
-	p->pkt_type = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
-	np_skb_hw_vlan(skb, p);
+	p->len = NP_RD(direct, skb->len, skb, len);
+	if (direct)
+		p->pkt_type = BPF_CORE_READ_BITFIELD(skb, pkt_type);
+	else
+		p->pkt_type = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
+	np_skb_hw_vlan(skb, p, direct);
 
-	if (mac != NP_NO_HEADER) {
+	if (with_l2 && mac != NP_NO_HEADER) {
 		__u8 eth[NP_ETH_HLEN + 4] = {};
 		__u16 type;
 
@@ -113,54 +122,64 @@ static __always_inline void np_parse_skb(struct sk_buff *skb, struct np_pkt *p)
 			p->vlan_id = ((eth[14] << 8) | eth[15]) & 0x0fff;
 		}
 		if (proto == NP_ETH_P_802_2 || proto == NP_ETH_P_802_3 || type < 0x0600) {
-			__u8 llc[3] = {};
-
-			bpf_probe_read_kernel(llc, sizeof(llc), head + mac + NP_ETH_HLEN);
-			p->llc_dsap = llc[0];
-			p->llc_ssap = llc[1];
-			p->llc_ctrl = llc[2];
+			p->llc_dsap = eth[14];
+			p->llc_ssap = eth[15];
+			p->llc_ctrl = eth[16];
 			p->has_llc = 1;
 		}
 	}
 	p->flow.ethertype = proto;
-	l3 = head + net;
+	if (proto != NP_ETH_P_IP && proto != NP_ETH_P_IPV6 && proto != NP_ETH_P_ARP &&
+	    proto != NP_ETH_P_RARP)
+		return;
+	if (bpf_probe_read_kernel(buf, NP_L3_READ, head + net))
+		return;
 
 	if (proto == NP_ETH_P_IP) {
-		__u8 ip[20] = {};
+		__u8 ihl = buf[0] & 0x0f;
 
-		bpf_probe_read_kernel(ip, sizeof(ip), l3);
-		if ((ip[0] >> 4) != 4)
+		if ((buf[0] >> 4) != 4)
 			return;
 		p->flow.l3 = NP_L3_IPV4;
-		p->ip_id = (ip[4] << 8) | ip[5];
-		p->ttl = ip[8];
-		p->flow.l4proto = ip[9];
-		__builtin_memcpy(p->flow.saddr, ip + 12, 4);
-		__builtin_memcpy(p->flow.daddr, ip + 16, 4);
+		p->ip_id = (buf[4] << 8) | buf[5];
+		p->ttl = buf[8];
+		p->flow.l4proto = buf[9];
+		__builtin_memcpy(p->flow.saddr, buf + 12, 4);
+		__builtin_memcpy(p->flow.daddr, buf + 16, 4);
 		/* Fragments after the first carry no L4 header. */
-		if ((((ip[6] << 8) | ip[7]) & 0x1fff) == 0)
-			np_parse_l4(l3 + (ip[0] & 0x0f) * 4, p);
-	} else if (proto == NP_ETH_P_IPV6) {
-		__u8 ip6[40] = {};
+		if ((((buf[6] << 8) | buf[7]) & 0x1fff) != 0)
+			return;
+		if (ihl == 5) {
+			np_parse_l4(buf + 20, p);
+		} else if (ihl > 5) {
+			/* IP options: one more read for the L4 header. */
+			__u8 l4[14] = {};
 
-		bpf_probe_read_kernel(ip6, sizeof(ip6), l3);
-		if ((ip6[0] >> 4) != 6)
+			bpf_probe_read_kernel(l4, sizeof(l4), head + net + ihl * 4);
+			np_parse_l4(l4, p);
+		}
+	} else if (proto == NP_ETH_P_IPV6) {
+		if ((buf[0] >> 4) != 6)
 			return;
 		p->flow.l3 = NP_L3_IPV6;
-		p->flow.l4proto = ip6[6];
-		p->ttl = ip6[7];
-		__builtin_memcpy(p->flow.saddr, ip6 + 8, 16);
-		__builtin_memcpy(p->flow.daddr, ip6 + 24, 16);
-		np_parse_l4(l3 + 40, p);
-	} else if (proto == NP_ETH_P_ARP || proto == NP_ETH_P_RARP) {
-		__u8 arp[28] = {};
-
-		bpf_probe_read_kernel(arp, sizeof(arp), l3);
+		p->flow.l4proto = buf[6];
+		p->ttl = buf[7];
+		__builtin_memcpy(p->flow.saddr, buf + 8, 16);
+		__builtin_memcpy(p->flow.daddr, buf + 24, 16);
+		np_parse_l4(buf + 40, p);
+	} else {
 		p->flow.l3 = NP_L3_ARP;
-		p->arp_op = (arp[6] << 8) | arp[7];
-		__builtin_memcpy(p->flow.saddr, arp + 14, 4);
-		__builtin_memcpy(p->flow.daddr, arp + 24, 4);
+		p->arp_op = (buf[6] << 8) | buf[7];
+		__builtin_memcpy(p->flow.saddr, buf + 14, 4);
+		__builtin_memcpy(p->flow.daddr, buf + 24, 4);
 	}
+}
+
+/* Does the filter look at packet contents (so the packet must be decoded)? */
+static __always_inline int np_filter_needs_packet(void)
+{
+	return np_filter.l4proto || np_filter.src_l3 || np_filter.dst_l3 ||
+	       np_filter.has_src_port || np_filter.has_dst_port;
 }
 
 static __always_inline int np_addr_match(const __u8 *addr, const volatile __u8 *want,

@@ -71,4 +71,5 @@ struct np_stats {
 	__u64 stack_errors;
 	__u64 stacks_skipped;
 	__u64 seen;
+	__u64 sample_tick; /* drops since the last sampled stack walk on this CPU */
 };

@@ -755,6 +755,38 @@ fn signals_leave_no_program_behind() {
     }
 }
 
+/// Host tier: program types are probed by trial, so on this kernel kprobe programs must at least
+/// pass the verifier (they load; attaching may fail). VM tier (`NETPROBE_TEST_TIER=vm`, stock
+/// Debian kernels): fentry and kprobe must be found available, and the drop tools still prefer
+/// tp_btf, their best candidate.
+#[test]
+fn feature_probes_match_the_test_tier() {
+    require_root();
+    let out = run_tool(CHECK, &["--json"]);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let v = &out.json()[0];
+    let f = &v["features"];
+    let kprobe_loaded = f["kprobe"]["status"] == "yes"
+        || f["kprobe"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("attach failed"));
+    assert!(kprobe_loaded, "kprobe programs must load here: {f:#?}");
+    if std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm") {
+        assert_eq!(f["fentry"]["status"], "yes", "{f:#?}");
+        assert_eq!(f["kprobe"]["status"], "yes", "{f:#?}");
+    }
+    for t in v["tools"].as_array().unwrap() {
+        assert_eq!(
+            t["plan"]["choices"][0]["chosen"]["kind"], "tp_btf",
+            "{t:#?}"
+        );
+    }
+    assert!(
+        v["drop_reasons"].as_u64().unwrap() > 10,
+        "reason names come from BTF"
+    );
+}
+
 #[test]
 fn netprobe_check_reports_plans() {
     require_root();

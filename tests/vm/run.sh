@@ -1,0 +1,345 @@
+#!/usr/bin/env bash
+# netprobe VM kernel matrix: runs the netprobe-tools integration tests inside QEMU (TCG)
+# against Debian kernels, one VM per kernel, and prints a verdict per kernel.
+#
+#   sudo tests/vm/run.sh                      # both default kernels
+#   sudo KERNELS=6.12-cloud-amd64 tests/vm/run.sh
+#
+# See tests/vm/README.md for what it does, the knobs and how to add a kernel.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VM_DIR=$ROOT/tests/vm
+CACHE=$VM_DIR/.cache
+TARGET=$ROOT/target/vm
+TRIPLE=x86_64-unknown-linux-gnu
+LOGS=$TARGET/logs
+IMAGES=$TARGET/images
+
+KERNELS=${KERNELS:-"cloud-amd64 6.12-cloud-amd64"}
+VM_TIMEOUT=${VM_TIMEOUT:-600}          # seconds per VM (qemu is killed after that)
+VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-540} # seconds per test executable inside the VM
+VM_MEM=${VM_MEM:-1024}
+VM_SMP=${VM_SMP:-2}
+VM_APPEND=${VM_APPEND:-"console=ttyS0 panic=-1 quiet"}
+VM_VERBOSE=${VM_VERBOSE:-0}             # 1: also stream the serial console to stdout
+VM_SKIP_BUILD=${VM_SKIP_BUILD:-0}       # 1: reuse the executables of the last build
+# Modules loaded by /init up front (the guest's modprobe loads the rest on demand).
+VM_MODULES=${VM_MODULES:-"tun veth nf_tables openvswitch vhost_net"}
+# Modules copied into the image (with their dependency closure), in addition to the
+# kernel/ subtrees in MODULE_TREES. Names as modprobe knows them.
+VM_EXTRA_MODULES=${VM_EXTRA_MODULES:-"tun veth tap nfnetlink nf_tables openvswitch vhost_net"}
+MODULE_TREES="net/netfilter net/ipv4/netfilter net/ipv6/netfilter net/openvswitch net/nsh net/psample drivers/vhost"
+# Kernel options the image and the tests rely on being =y (checked in boot/config-*).
+REQUIRED_BUILTIN="BLK_DEV_INITRD RD_GZIP DEVTMPFS SERIAL_8250_CONSOLE PROC_FS SYSFS TMPFS BPF_SYSCALL
+    DEBUG_INFO_BTF BPF_EVENTS FTRACE NET_NS PACKET INET UNIX MODULES"
+# Host programs the tests shell out to that busybox cannot replace (busybox ip has no netns).
+HOST_PROGRAMS="ip nft bpftool"
+APT_PACKAGES="qemu-system-x86 busybox-static kmod cpio xz-utils gzip iproute2 nftables bpftool libelf-dev zlib1g-dev"
+
+export DEBIAN_FRONTEND=noninteractive
+export LC_ALL=C
+
+log() { echo "vm: [${SECONDS}s] $*" >&2; }
+# ldd exits 1 on static executables, so capture its text first (pipefail).
+is_static() {
+    local out
+    out=$(ldd "$1" 2>&1 || true)
+    grep -qE 'not a dynamic executable|statically linked' <<<"$out"
+}
+die() {
+    echo "vm: error: $*" >&2
+    exit 1
+}
+
+[ "$(id -u)" -eq 0 ] || die "run as root (installs packages, creates device nodes in the image)"
+mkdir -p "$CACHE/debs" "$CACHE/kernels" "$LOGS" "$IMAGES"
+
+# ---------------------------------------------------------------------------------------------
+# 1. Host packages
+# ---------------------------------------------------------------------------------------------
+APT_UPDATED=0
+apt_update() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        log "apt-get update"
+        timeout 300 apt-get update -qq
+        APT_UPDATED=1
+    fi
+}
+
+need=()
+for p in $APT_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    apt_update
+    log "installing ${need[*]}"
+    timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+BUSYBOX=$(command -v busybox) || die "busybox not found"
+is_static "$BUSYBOX" ||
+    die "$BUSYBOX is not static (install busybox-static)"
+
+# ---------------------------------------------------------------------------------------------
+# 2. Kernels: metapackage -> versioned image package -> cached .deb -> extracted tree
+# ---------------------------------------------------------------------------------------------
+meta_depends() { { apt-cache depends "linux-image-$1" 2>/dev/null || true; } | awk '/Depends: linux-image/ {print $2; exit}'; }
+candidate() { { apt-cache show --no-all-versions "$1" 2>/dev/null || true; } | awk '/^Version:/ {print $2; exit}'; }
+
+# Fills KDIR[suffix] (extracted package root) and KVER[suffix] (uname -r).
+declare -A KDIR KVER
+for k in $KERNELS; do
+    pkg=$(meta_depends "$k")
+    if [ -z "$pkg" ]; then
+        apt_update
+        pkg=$(meta_depends "$k")
+    fi
+    [ -n "$pkg" ] || die "cannot resolve linux-image-$k to a kernel image package (apt-cache depends)"
+    ver=$(candidate "$pkg")
+    [ -n "$ver" ] || die "no candidate version for $pkg"
+    deb=$CACHE/debs/${pkg}_${ver//:/%3a}_amd64.deb
+    if [ ! -f "$deb" ]; then
+        log "downloading $pkg $ver"
+        (cd "$CACHE/debs" && timeout 600 apt-get download "$pkg=$ver" 2>&1 | grep -v 'unsandboxed' >&2) || true
+        [ -f "$deb" ] || die "apt-get download $pkg=$ver did not produce $deb"
+    fi
+    dir=$CACHE/kernels/${pkg}_$ver
+    if [ ! -f "$dir/.extracted" ]; then
+        log "extracting $(basename "$deb")"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        dpkg-deb -x "$deb" "$dir"
+        touch "$dir/.extracted"
+    fi
+    vmlinuz=$(find "$dir/boot" -maxdepth 1 -name 'vmlinuz-*' | head -n 1)
+    [ -n "$vmlinuz" ] || die "no boot/vmlinuz-* in $deb"
+    kver=${vmlinuz##*/vmlinuz-}
+    # depmod -b looks in <base>/lib/modules; newer packages ship usr/lib/modules only.
+    if [ ! -d "$dir/lib/modules/$kver" ] && [ -d "$dir/usr/lib/modules/$kver" ]; then
+        mkdir -p "$dir/lib"
+        ln -sfn ../usr/lib/modules "$dir/lib/modules"
+    fi
+    [ -d "$dir/lib/modules/$kver" ] || die "no modules for $kver in $deb"
+    # The package ships no modules.dep: compute it once for the closure below.
+    [ -f "$dir/lib/modules/$kver/modules.dep" ] || depmod -b "$dir" "$kver"
+    # The image needs these built in (a module cannot help before /init runs).
+    cfg=$dir/boot/config-$kver
+    if [ -f "$cfg" ]; then
+        for opt in $REQUIRED_BUILTIN; do
+            grep -q "^CONFIG_$opt=y" "$cfg" || log "warning: $kver: CONFIG_$opt is not built in ($(grep "CONFIG_$opt[= ]" "$cfg" || echo unset))"
+        done
+    fi
+    KDIR[$k]=$dir
+    KVER[$k]=$kver
+    log "kernel $k -> $pkg $ver ($kver)"
+done
+
+# ---------------------------------------------------------------------------------------------
+# 3. Static build of the test executables, tool binaries and the example
+# ---------------------------------------------------------------------------------------------
+cargo_env=(env CARGO_TARGET_DIR="$TARGET" LIBBPF_SYS_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu
+    RUSTFLAGS='-C target-feature=+crt-static')
+cargo_args=(--release --target "$TRIPLE" --features netprobe-tools/static -p netprobe-tools
+    --message-format=json-render-diagnostics)
+if [ "$VM_SKIP_BUILD" != 1 ]; then
+    log "building static test executables (target/vm)"
+    (cd "$ROOT" && timeout 1800 "${cargo_env[@]}" cargo test "${cargo_args[@]}" --no-run) \
+        >"$TARGET/build-tests.json" || die "cargo test --no-run failed"
+    log "building static tool binaries and examples"
+    (cd "$ROOT" && timeout 1800 "${cargo_env[@]}" cargo build "${cargo_args[@]}" --bins --examples) \
+        >"$TARGET/build-bins.json" || die "cargo build --bins --examples failed"
+fi
+[ -f "$TARGET/build-tests.json" ] && [ -f "$TARGET/build-bins.json" ] || die "no build output; run without VM_SKIP_BUILD=1"
+# Artifacts from cargo's JSON messages: test harnesses have "profile":{...,"test":true}.
+executables() { grep '"reason":"compiler-artifact"' "$1" | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p'; }
+mapfile -t TEST_EXES < <(grep '"profile":{[^}]*"test":true}' "$TARGET/build-tests.json" |
+    executables /dev/stdin | sort -u)
+mapfile -t BIN_EXES < <(grep -v '"profile":{[^}]*"test":true}' "$TARGET/build-bins.json" |
+    executables /dev/stdin | sort -u)
+[ "${#TEST_EXES[@]}" -gt 0 ] || die "the build produced no test executable"
+[ "${#BIN_EXES[@]}" -gt 0 ] || die "the build produced no tool binary"
+CHECK_BIN=
+for f in "${TEST_EXES[@]}" "${BIN_EXES[@]}"; do
+    [ -x "$f" ] || die "missing executable $f"
+    is_static "$f" || die "$f is dynamically linked: $(ldd "$f" 2>&1 | head -n 3 | tr '\n' ' ')"
+    [ "${f##*/}" = netprobe_check ] && CHECK_BIN=$f
+done
+[ -n "$CHECK_BIN" ] || die "netprobe_check was not built"
+# drop_tools first: it is the one that matters; the bins' own unit-test harnesses after it.
+mapfile -t TEST_EXES < <(printf '%s\n' "${TEST_EXES[@]}" | awk -F/ '{ print ($NF ~ /^drop_tools-/ ? 0 : 1) "\t" $0 }' |
+    sort -s -k1,1n | cut -f2-)
+log "test executables: $(printf '%s ' "${TEST_EXES[@]##*/}")"
+log "binaries: $(printf '%s ' "${BIN_EXES[@]##*/}")"
+
+# ---------------------------------------------------------------------------------------------
+# 4. Guest userland (shared by all kernels) and per-kernel initramfs
+# ---------------------------------------------------------------------------------------------
+# Copies an absolute host path (dereferenced) to the same path under root $1.
+put() {
+    local root=$1 src=$2
+    mkdir -p "$root$(dirname "$src")"
+    cp -L --preserve=mode "$src" "$root$src"
+}
+# Copies a dynamically linked program with its ldd closure (incl. the loader).
+put_dynamic() {
+    local root=$1 prog=$2 lib
+    put "$root" "$prog"
+    while read -r lib; do
+        [ -n "$lib" ] && put "$root" "$lib"
+    done < <(ldd "$prog" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}')
+}
+
+build_base() {
+    local b=$1 p prog l
+    rm -rf "$b"
+    mkdir -p "$b"/usr/{bin,sbin,lib,lib64} "$b"/{etc,proc,sys,dev,run,tmp,root,mnt}
+    chmod 1777 "$b/tmp"
+    # Merged /usr like the host, so ldd paths (/lib/..., /lib64/...) land in the right place.
+    ln -s usr/bin "$b/bin"
+    ln -s usr/sbin "$b/sbin"
+    ln -s usr/lib "$b/lib"
+    ln -s usr/lib64 "$b/lib64"
+    mkdir -p "$b/var"
+    ln -s ../run "$b/var/run"
+    mknod -m 600 "$b/dev/console" c 5 1
+    mknod -m 666 "$b/dev/null" c 1 3
+
+    for p in $HOST_PROGRAMS; do
+        prog=$(command -v "$p") || die "host program $p not found"
+        prog=$(readlink -f "$prog")
+        put_dynamic "$b" "$prog"
+        # Make it reachable under its usual name too.
+        [ -e "$b/usr/sbin/$p" ] || ln -s "$prog" "$b/usr/sbin/$p"
+    done
+    for p in /etc/iproute2 /usr/share/iproute2 /usr/lib/iproute2; do
+        [ -d "$p" ] && mkdir -p "$b$(dirname "$p")" && cp -aL "$p" "$b$p"
+    done
+    for p in /etc/protocols /etc/services /etc/ld.so.conf; do
+        [ -f "$p" ] && put "$b" "$p"
+    done
+    [ -d /etc/ld.so.conf.d ] && cp -aL /etc/ld.so.conf.d "$b/etc/"
+    ldconfig -r "$b" 2>/dev/null || true
+    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$b/etc/passwd"
+    printf 'root:x:0:\n' >"$b/etc/group"
+
+    # Static busybox and its applet links, where no host program took the name.
+    cp "$BUSYBOX" "$b/usr/bin/busybox"
+    while read -r l; do
+        [ -n "$l" ] || continue
+        [ -e "$b/$l" ] || [ -L "$b/$l" ] || ln -s /usr/bin/busybox "$b/$l"
+    done < <("$BUSYBOX" --list-full)
+    [ -e "$b/sbin/modprobe" ] || die "busybox has no modprobe applet"
+
+    # The executables at their host paths: the tests use env!("CARGO_BIN_EXE_*") and
+    # <test exe dir>/../examples/drops_by_reason.
+    for p in "${TEST_EXES[@]}" "${BIN_EXES[@]}"; do
+        put "$b" "$p"
+    done
+
+    mkdir -p "$b/etc/netprobe-vm"
+    printf '%s\n' "${TEST_EXES[@]}" >"$b/etc/netprobe-vm/tests"
+    printf '%s\n' "$CHECK_BIN" >"$b/etc/netprobe-vm/check"
+    printf '%s\n' $VM_MODULES >"$b/etc/netprobe-vm/modules"
+    printf '%s\n' "$VM_TEST_TIMEOUT" >"$b/etc/netprobe-vm/test_timeout"
+    install -m 755 "$VM_DIR/init" "$b/init"
+}
+
+# Copies the module closure of kernel $1 (suffix) into root $2 and runs depmod there.
+add_modules() {
+    local k=$1 r=$2 dir=${KDIR[$1]} kver=${KVER[$1]} src dst names=() t f rel line
+    src=$dir/lib/modules/$kver
+    dst=$r/lib/modules/$kver
+    mkdir -p "$dst"
+    for t in $MODULE_TREES; do
+        [ -d "$src/kernel/$t" ] || continue
+        while read -r f; do
+            f=${f##*/}
+            names+=("${f%%.ko*}")
+        done < <(find "$src/kernel/$t" -name '*.ko*')
+    done
+    names+=($VM_EXTRA_MODULES)
+    # modprobe resolves hard and soft dependencies; "builtin x" lines need nothing copied.
+    while read -r line; do
+        f=$(awk '$1 == "insmod" {print $2}' <<<"$line")
+        [ -n "$f" ] || continue
+        rel=${f#"$src"/}
+        mkdir -p "$dst/$(dirname "$rel")"
+        case $f in
+        *.ko.xz) [ -f "$dst/${rel%.xz}" ] || xz -dc "$f" >"$dst/${rel%.xz}" ;;
+        *.ko.zst) [ -f "$dst/${rel%.zst}" ] || zstd -qdc "$f" >"$dst/${rel%.zst}" ;;
+        *.ko.gz) [ -f "$dst/${rel%.gz}" ] || gzip -dc "$f" >"$dst/${rel%.gz}" ;;
+        *) [ -f "$dst/$rel" ] || cp "$f" "$dst/$rel" ;;
+        esac
+    done < <(modprobe -d "$dir" -S "$kver" --show-depends -a "${names[@]}" 2>"$TARGET/modprobe-$k.err")
+    for f in modules.builtin modules.builtin.modinfo modules.order; do
+        [ -f "$src/$f" ] && cp "$src/$f" "$dst/"
+    done
+    depmod -b "$r" "$kver"
+    for t in $VM_MODULES; do
+        modprobe -d "$r" -S "$kver" --show-depends "$t" >/dev/null 2>&1 ||
+            die "module $t is neither in the image nor built into $kver"
+    done
+}
+
+BASE=$IMAGES/base
+log "assembling guest userland"
+build_base "$BASE"
+
+# ---------------------------------------------------------------------------------------------
+# 5. Boot each kernel and 6. judge it from its serial log
+# ---------------------------------------------------------------------------------------------
+summarize() { # kernel-suffix log qemu-exit seconds
+    awk -v name="$1" -v qrc="$3" -v secs="$4" -f "$VM_DIR/verdict.awk" "$2"
+}
+
+SUMMARY=()
+TOTAL_PASS=0
+TOTAL_FAIL=0
+ANY_BAD=0
+for k in $KERNELS; do
+    kver=${KVER[$k]}
+    img=$IMAGES/$kver
+    root=$img/root
+    log "image for $kver"
+    rm -rf "$img"
+    mkdir -p "$img"
+    cp -a "$BASE" "$root"
+    add_modules "$k" "$root"
+    (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 >"$img/initrd.cpio.gz"
+    cp "$(find "${KDIR[$k]}/boot" -maxdepth 1 -name "vmlinuz-$kver")" "$img/vmlinuz"
+    logf=$LOGS/$kver.log
+    log "booting $kver ($(du -h "$img/initrd.cpio.gz" | cut -f1) initramfs, log: ${logf#"$ROOT"/})"
+    start=$(date +%s)
+    qrc=0
+    if [ "$VM_VERBOSE" = 1 ]; then
+        timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp "$VM_SMP" -m "$VM_MEM" \
+            -kernel "$img/vmlinuz" -initrd "$img/initrd.cpio.gz" -nographic -no-reboot \
+            -append "$VM_APPEND" </dev/null 2>&1 | tee "$logf" || qrc=${PIPESTATUS[0]}
+    else
+        timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp "$VM_SMP" -m "$VM_MEM" \
+            -kernel "$img/vmlinuz" -initrd "$img/initrd.cpio.gz" -nographic -no-reboot \
+            -append "$VM_APPEND" </dev/null >"$logf" 2>&1 || qrc=$?
+    fi
+    secs=$(($(date +%s) - start))
+    out=$(summarize "$k" "$logf" "$qrc" "$secs")
+    read -r _ p f bad < <(grep '^#TOTALS ' <<<"$out")
+    TOTAL_PASS=$((TOTAL_PASS + p))
+    TOTAL_FAIL=$((TOTAL_FAIL + f))
+    out=$(grep -v '^#TOTALS ' <<<"$out")
+    if ! grep -q '^=== VM-DONE ===' <(tr -d '\r' <"$logf"); then
+        # Boot or init trouble: the end of the console says why.
+        out+=$'\n'"  last lines of the console:"$'\n'$(tr -d '\r' <"$logf" | tail -n 15 | sed 's/^/    | /')
+    fi
+    [ "$bad" -eq 0 ] || ANY_BAD=1
+    SUMMARY+=("$out")
+    log "$kver done in ${secs}s (qemu exit $qrc)"
+done
+
+echo
+echo "==== netprobe VM matrix ===="
+for s in "${SUMMARY[@]}"; do
+    echo "$s"
+done
+echo "logs: ${LOGS#"$ROOT"/}/"
+echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
+[ "$ANY_BAD" -eq 0 ] && [ "$TOTAL_FAIL" -eq 0 ]

@@ -423,6 +423,56 @@ fn eth_drop_reports_every_drop_with_headers() {
 }
 
 #[test]
+fn eth_drop_vlan_filter_sees_offloaded_tags() {
+    require_root();
+    let lab = Lab::new("vln");
+    let drops = Drops::new(&lab, "v");
+    let n = lab.a_ip.octets()[2];
+    let name = format!("nptq{}", std::process::id() % 100_000);
+    let tap = Tap::create_unread(&lab.b, &name, 4, &format!("198.20.{n}.1/24"));
+    let peer = Ipv4Addr::new(198, 20, n, 2);
+    ns_exec(
+        &lab.b,
+        &[
+            "ip",
+            "neigh",
+            "add",
+            &peer.to_string(),
+            "lladdr",
+            "02:00:00:00:00:05",
+            "dev",
+            &name,
+        ],
+    );
+    in_netns(&lab.b, move || {
+        libnetprobe::testkit::push_vlan_on_egress(&name, 100)
+    })
+    .expect("tc vlan push");
+    let tool = ToolRun::start(ETH_DROP, &["--netns", &lab.b, "--json", "--vlan-id", "100"]);
+    let before = read_stat(&lab.b, &tap.name, "tx_dropped");
+    send_udp(&lab.b, None, SocketAddrV4::new(peer, 6000), 10, 32);
+    wait_until("vlan tap tx_dropped", WAIT, || {
+        read_stat(&lab.b, &tap.name, "tx_dropped") >= before + 6
+    });
+    let untagged = drops.full_ring(9); // the same kind of drop without a tag: filtered out
+    assert!(untagged > 0);
+    let out = tool.stop(Signal::SIGINT);
+    let events: Vec<Value> = out
+        .json()
+        .into_iter()
+        .filter(|v| v["type"] == "drop")
+        .collect();
+    let dropped = read_stat(&lab.b, &tap.name, "tx_dropped") - before;
+    assert_eq!(events.len() as u64, dropped, "{events:#?}");
+    for e in &events {
+        assert_eq!(e["vlan_id"], 100, "{e:#?}");
+        assert_eq!(e["reason"], "FULL_RING");
+        assert_eq!(e["dst_ip"], peer.to_string());
+        assert_eq!(e["ifname"], tap.name.as_str());
+    }
+}
+
+#[test]
 fn eth_drop_type_filter_and_no_stack() {
     require_root();
     let lab = Lab::new("ety");
@@ -696,23 +746,10 @@ fn held_by(pid: u32, field: &str) -> Vec<u64> {
     ids
 }
 
-fn all_link_ids() -> Vec<u64> {
+/// Ids of every loaded BPF object of a kind (`prog`, `link`), from bpftool.
+fn bpftool_ids(kind: &str) -> Vec<u64> {
     let out = std::process::Command::new("bpftool")
-        .args(["-j", "link", "show"])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v.as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| p["id"].as_u64())
-        .collect()
-}
-
-fn all_prog_ids() -> Vec<u64> {
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "prog", "show"])
+        .args(["-j", kind, "show"])
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -747,7 +784,7 @@ fn signals_leave_no_program_behind() {
             &format!("{bin} programs {held:?} and links {links:?} freed after {sig:?}"),
             WAIT,
             || {
-                let (progs, links_left) = (all_prog_ids(), all_link_ids());
+                let (progs, links_left) = (bpftool_ids("prog"), bpftool_ids("link"));
                 held.iter().all(|id| !progs.contains(id))
                     && links.iter().all(|id| !links_left.contains(id))
             },

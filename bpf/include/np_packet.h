@@ -52,14 +52,25 @@ static __always_inline __u32 np_skb_ifindex(struct sk_buff *skb, struct net_devi
 	return NP_RD(direct, skb->skb_iif, skb, skb_iif);
 }
 
-/* Hardware-accelerated VLAN tag: vlan_all on >= 4.20, VLAN_TAG_PRESENT (0x1000) before. */
+/* sk_buff of kernels 4.20 - 6.2, which had a vlan_present bit instead of vlan_all. */
+struct sk_buff___vlan_present {
+	__u8 vlan_present: 1;
+} __attribute__((preserve_access_index));
+
+/*
+ * Hardware-accelerated VLAN tag. Present when: vlan_all != 0 (6.3+), the vlan_present bit is set
+ * (4.20 - 6.2), or VLAN_TAG_PRESENT (0x1000) is set in vlan_tci (before 4.20).
+ */
 static __always_inline void np_skb_hw_vlan(struct sk_buff *skb, struct np_pkt *p, const int direct)
 {
 	__u16 tci = NP_RD(direct, skb->vlan_tci, skb, vlan_tci);
+	struct sk_buff___vlan_present *old = (void *)skb;
 	int present;
 
 	if (bpf_core_field_exists(skb->vlan_all))
 		present = NP_RD(direct, skb->vlan_all, skb, vlan_all) != 0;
+	else if (bpf_core_field_exists(old->vlan_present))
+		present = BPF_CORE_READ_BITFIELD_PROBED(old, vlan_present);
 	else
 		present = (tci & 0x1000) != 0;
 	if (present) {

@@ -27,6 +27,7 @@ pub mod probe;
 pub mod session;
 pub mod sets;
 pub mod symbol;
+pub mod testkit;
 pub mod tool;
 
 pub use error::{Error, Result};
@@ -37,6 +38,10 @@ pub mod skel {
     /// The drop probe set's BPF object.
     pub mod drop {
         include!(concat!(env!("OUT_DIR"), "/drop.skel.rs"));
+    }
+    /// Test support programs (see [`crate::testkit`]).
+    pub mod testkit {
+        include!(concat!(env!("OUT_DIR"), "/testkit.skel.rs"));
     }
     /// Tiny programs used to probe which program types the kernel offers.
     pub mod features {

@@ -487,7 +487,7 @@ impl DropProbe {
         crate::bpf_log::clear();
         let skel = open.load().map_err(|e| {
             Error::env(format!(
-                "loading the drop programs ({}) failed: {e}; libbpf: {}",
+                "loading the drop programs ({}) failed: {e}; {}",
                 plan.summary(),
                 crate::bpf_log::explain()
             ))

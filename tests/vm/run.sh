@@ -28,7 +28,7 @@ VM_SKIP_BUILD=${VM_SKIP_BUILD:-0}       # 1: reuse the executables of the last b
 VM_MODULES=${VM_MODULES:-"tun veth nf_tables openvswitch vhost_net"}
 # Modules copied into the image (with their dependency closure), in addition to the
 # kernel/ subtrees in MODULE_TREES. Names as modprobe knows them.
-VM_EXTRA_MODULES=${VM_EXTRA_MODULES:-"tun veth tap 8021q nfnetlink nf_tables openvswitch vhost_net"}
+VM_EXTRA_MODULES=${VM_EXTRA_MODULES:-"tun veth tap 8021q sch_ingress cls_bpf nfnetlink nf_tables openvswitch vhost_net"}
 MODULE_TREES="net/netfilter net/ipv4/netfilter net/ipv6/netfilter net/openvswitch net/nsh net/psample drivers/vhost"
 # Kernel options the image and the tests rely on being =y (checked in boot/config-*).
 REQUIRED_BUILTIN="BLK_DEV_INITRD RD_GZIP DEVTMPFS SERIAL_8250_CONSOLE PROC_FS SYSFS TMPFS BPF_SYSCALL

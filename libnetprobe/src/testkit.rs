@@ -28,7 +28,10 @@ pub fn push_vlan_on_egress(ifname: &str, vlan_id: u16) -> Result<()> {
         .priority(1)
         .hook(TC_EGRESS);
     hook.create().context(|| format!("clsact on {ifname}"))?;
-    hook.attach()
-        .context(|| format!("attach tc egress on {ifname}"))?;
+    if let Err(e) = hook.attach() {
+        // Leave nothing behind: the clsact qdisc we just created goes too.
+        let _ = hook.destroy();
+        return Err(e).context(|| format!("attach tc egress on {ifname}"));
+    }
     Ok(())
 }

@@ -102,6 +102,29 @@ pub struct KeyBy {
     pub stack: bool,
 }
 
+/// What a summary's entries are keyed by (`--group-by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum GroupBy {
+    /// Location, reason, device and 5-tuple
+    #[default]
+    All,
+    /// Location, reason and device (flows merged)
+    Stack,
+    /// Reason, device and 5-tuple (locations merged, no stacks)
+    Fivetuple,
+}
+
+impl GroupBy {
+    /// The summary key of this grouping.
+    pub fn key(self) -> KeyBy {
+        KeyBy {
+            location: self != GroupBy::Fivetuple,
+            flow: self != GroupBy::Stack,
+            stack: false,
+        }
+    }
+}
+
 /// How to configure the drop set.
 #[derive(Debug, Clone)]
 pub struct DropOptions {
@@ -151,6 +174,26 @@ impl DropOptions {
                 stack: false,
             },
             max_entries: 10240,
+        }
+    }
+
+    /// Applies a `--group-by` choice: its key, and no stacks when locations are merged.
+    pub fn group_by(&mut self, g: GroupBy) {
+        self.key = g.key();
+        self.stacks = g != GroupBy::Fivetuple;
+    }
+
+    /// One line saying how stacks are collected, for report headers and JSON.
+    pub fn stack_note(&self) -> String {
+        if !self.stacks {
+            "stacks: off; counts exact".to_string()
+        } else if self.key.stack {
+            "stacks: walked for every drop (keyed by stack); counts exact".to_string()
+        } else {
+            format!(
+                "stacks: first drop of each entry, then 1 in {} (max {} walks/interval); counts exact",
+                self.stack_sample, self.stack_budget
+            )
         }
     }
 

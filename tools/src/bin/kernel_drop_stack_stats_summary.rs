@@ -1,22 +1,12 @@
 //! Drop hot spots: in-kernel counts by stack location, reason, device and flow, every interval.
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use libnetprobe::cli::{parse_args, run_main, IntervalArgs, OutputArgs};
 use libnetprobe::filter::{Filter, FilterArgs};
 use libnetprobe::output::drop::{summary_text, SummaryStyle};
-use libnetprobe::sets::drop::{DropOptions, DropProbe, KeyBy};
+use libnetprobe::sets::drop::{DropOptions, DropProbe, GroupBy};
 use libnetprobe::Result;
 
 const TOOL: &str = "kernel_drop_stack_stats_summary";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum GroupBy {
-    /// Location, reason, device and 5-tuple
-    All,
-    /// Location, reason and device (flows merged)
-    Stack,
-    /// Reason, device and 5-tuple (locations merged, no stacks)
-    Fivetuple,
-}
 
 /// Counts every packet drop in the kernel (no per-packet events) and prints the top drop
 /// locations with reason, device, flow and a symbolized kernel stack every interval.
@@ -70,32 +60,8 @@ fn run(args: Args) -> Result<()> {
     opts.max_entries = args.max_entries;
     opts.stack_sample = args.stack_sample;
     opts.stack_budget = args.stack_budget;
-    opts.key = match args.group_by {
-        GroupBy::All => KeyBy {
-            location: true,
-            flow: true,
-            stack: false,
-        },
-        GroupBy::Stack => KeyBy {
-            location: true,
-            flow: false,
-            stack: false,
-        },
-        GroupBy::Fivetuple => KeyBy {
-            location: false,
-            flow: true,
-            stack: false,
-        },
-    };
-    opts.stacks = args.group_by != GroupBy::Fivetuple;
-    let note = if opts.stacks {
-        format!(
-            "stacks: first drop of each entry, then 1 in {} (max {} walks/interval); counts exact",
-            args.stack_sample, args.stack_budget
-        )
-    } else {
-        "stacks: off (--group-by fivetuple); counts exact".to_string()
-    };
+    opts.group_by(args.group_by);
+    let note = opts.stack_note();
     let mut probe = DropProbe::open(opts, &env)?;
     let header = format!(
         "filter: {}  probe: {}  {note}",

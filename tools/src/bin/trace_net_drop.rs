@@ -57,11 +57,7 @@ fn run(args: Args) -> Result<()> {
         stack: args.bt,
     };
     opts.stacks = args.bt;
-    let note = if args.bt {
-        "stacks: walked for every drop (--bt)"
-    } else {
-        "stacks: off"
-    };
+    let note = opts.stack_note();
     let mut probe = DropProbe::open(opts, &env)?;
     let intervals = IntervalArgs {
         interval: args.interval,
@@ -73,7 +69,7 @@ fn run(args: Args) -> Result<()> {
         &mut probe,
         &intervals,
         args.output.json,
-        note,
+        &note,
         |s, d| locations_text(TOOL, d, s, by_stack),
     )
 }

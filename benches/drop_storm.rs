@@ -40,9 +40,6 @@
 //! `NETPROBE_BENCH_SEED=<u64>` replays a tool order. Every loop is bounded in time and count,
 //! and no packet leaves the two namespaces the benchmark creates.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -55,8 +52,8 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{snmp_udp_noports, Lab};
 use libnetprobe::session::READY_MARKER;
+use netprobe_lab::{snmp_udp_noports, Lab};
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};

@@ -6,11 +6,17 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_tracing.h>
 #include "np_packet.h"
+#include "np_common.h"
 #include "drop.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile struct drop_config drop_cfg = {};
+
+NP_EXPORT_ENUM(drop_mode);
+NP_EXPORT_ENUM(drop_eth_class);
+NP_EXPORT_ENUM(np_stack_mode);
+NP_EXPORT_ENUM(np_l3);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -27,23 +33,9 @@ struct {
 } drop_stacks SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 8192);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, DROP_MAX_STACK_DEPTH * sizeof(__u64));
-} stack_traces SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct np_stats);
-} stats SEC(".maps");
 
 /* Sampled stack walks done this interval; user space resets it. */
 struct {
@@ -68,20 +60,9 @@ struct {
 	__type(value, struct drop_scratch);
 } scratch SEC(".maps");
 
-static __always_inline struct np_stats *np_stats(void)
+static __always_inline int in_range(__u64 addr, const volatile struct drop_range *r)
 {
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&stats, &zero);
-}
-
-static __always_inline __s32 walk_stack(void *ctx, struct np_stats *st)
-{
-	long id = bpf_get_stackid(ctx, &stack_traces, 0);
-
-	if (id < 0 && st)
-		st->stack_errors++;
-	return id;
+	return addr >= r->start && addr < r->end;
 }
 
 static __always_inline int eth_class_match(const struct np_pkt *p)
@@ -101,11 +82,14 @@ static __always_inline int eth_class_match(const struct np_pkt *p)
 		return t == NP_ETH_P_IPV6;
 	case DROP_ETH_LLDP:
 		return t == 0x88cc;
+	case DROP_ETH_FLOW_CONTROL:
+		return t == 0x8808;
 	case DROP_ETH_STP:
 		return p->has_llc && p->llc_dsap == 0x42;
 	default:
 		return t != NP_ETH_P_ARP && t != NP_ETH_P_RARP && t != NP_ETH_P_IP &&
-		       t != NP_ETH_P_IPV6 && t != 0x88cc && !(p->has_llc && p->llc_dsap == 0x42);
+		       t != NP_ETH_P_IPV6 && t != 0x88cc && t != 0x8808 &&
+		       !(p->has_llc && p->llc_dsap == 0x42);
 	}
 }
 
@@ -130,7 +114,7 @@ static __always_inline void sample_stack(void *ctx, struct drop_scratch *s, stru
 			return;
 		}
 		__sync_fetch_and_add(used, 1);
-		known_id = walk_stack(ctx, st);
+		known_id = np_walk_stack(ctx, st);
 		if (known_id < 0)
 			return;
 	}
@@ -144,8 +128,8 @@ static __always_inline void sample_stack(void *ctx, struct drop_scratch *s, stru
 		hits = bpf_map_lookup_elem(&drop_stacks, sk);
 		if (hits)
 			__sync_fetch_and_add(hits, 1);
-		else if (st)
-			st->map_full++;
+		else
+			np_map_full(st);
 	}
 }
 
@@ -168,25 +152,25 @@ static __always_inline void count_drop(void *ctx, struct drop_scratch *s, __u64 
 		__builtin_memcpy(&key->flow, &p->flow, sizeof(key->flow));
 	else
 		key->flow.ethertype = p->flow.ethertype;
-	if (drop_cfg.key_stack)
-		key->stack_id = walk_stack(ctx, st);
+	if (drop_cfg.stacks == NP_STACKS_EVERY_EVENT)
+		key->stack_id = np_walk_stack(ctx, st);
 
 	v = bpf_map_lookup_elem(&drop_counts, key);
 	if (v) {
 		__sync_fetch_and_add(&v->count, 1);
-		if (drop_cfg.stacks && !drop_cfg.key_stack)
+		if (drop_cfg.stacks == NP_STACKS_SAMPLED)
 			sample_stack(ctx, s, st, -1);
 		return;
 	}
 	/* A key new in this interval: its first stack is always walked. */
-	if (drop_cfg.stacks && !drop_cfg.key_stack)
-		nv.stack_id = walk_stack(ctx, st);
+	if (drop_cfg.stacks == NP_STACKS_SAMPLED)
+		nv.stack_id = np_walk_stack(ctx, st);
 	if (bpf_map_update_elem(&drop_counts, key, &nv, BPF_NOEXIST)) {
 		v = bpf_map_lookup_elem(&drop_counts, key);
 		if (v)
 			__sync_fetch_and_add(&v->count, 1);
-		else if (st)
-			st->map_full++;
+		else
+			np_map_full(st);
 		return;
 	}
 	if (nv.stack_id >= 0)
@@ -200,16 +184,16 @@ static __always_inline void report_drop(void *ctx, struct sk_buff *skb, struct n
 	struct drop_event *e;
 	struct net_device *dev;
 	__u64 id = bpf_get_current_pid_tgid();
-	__s32 stack_id = -1;
 
-	if (drop_cfg.stacks)
-		stack_id = walk_stack(ctx, st);
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		if (st)
-			st->lost_events++;
+	if (!np_rate_ok(st))
 		return;
-	}
+	e = np_reserve(&events, sizeof(*e), st);
+	if (!e)
+		return;
+	if (drop_cfg.stacks != NP_STACKS_OFF)
+		np_stack_into(ctx, &e->stack, st);
+	else
+		e->stack.depth = 0;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->location = location;
 	__builtin_memcpy(&e->pkt, p, sizeof(*p));
@@ -218,16 +202,14 @@ static __always_inline void report_drop(void *ctx, struct sk_buff *skb, struct n
 	e->ifindex = ifindex;
 	e->pid = id >> 32;
 	e->tid = (__u32)id;
-	e->stack_id = stack_id;
 	e->cpu = bpf_get_smp_processor_id();
-	e->pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	dev = BPF_CORE_READ(skb, dev);
 	if (dev)
 		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
 	else
 		e->ifname[0] = 0;
-	bpf_ringbuf_submit(e, 0);
+	np_submit(&events, e);
 }
 
 /* Are Ethernet/VLAN/LLC headers used? */
@@ -243,6 +225,22 @@ static __always_inline int needs_packet(void)
 	       drop_cfg.has_vlan_filter || np_filter_needs_packet();
 }
 
+/*
+ * Normal frees are not drops: SKB_CONSUMED where the kernel has reasons; without reasons
+ * (before 5.17), a kfree_skb called from one of the callers user space listed (the seed
+ * tool's filter, moved into the kernel).
+ */
+static __always_inline int is_normal_free(__u64 location, __u32 reason)
+{
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED))
+		return reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED);
+#pragma unroll
+	for (int i = 0; i < DROP_NORMAL_RANGES; i++)
+		if (drop_cfg.normal[i].end && in_range(location, &drop_cfg.normal[i]))
+			return 1;
+	return 0;
+}
+
 static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 location,
 				       __u32 reason, const int direct)
 {
@@ -251,17 +249,13 @@ static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	struct np_stats *st;
 	__u32 netns, ifindex, zero = 0;
 
-	/* Normal frees are not drops; the value exists only on kernels that have it. */
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+	if (drop_cfg.normal_filter && is_normal_free(location, reason))
 		return 0;
 	if (drop_cfg.has_reason_filter && reason != drop_cfg.reason)
 		return 0;
-	if (drop_cfg.loc_match_end &&
-	    (location < drop_cfg.loc_match_start || location >= drop_cfg.loc_match_end))
+	if (drop_cfg.loc_match.end && !in_range(location, &drop_cfg.loc_match))
 		return 0;
-	if (drop_cfg.loc_skip_end && location >= drop_cfg.loc_skip_start &&
-	    location < drop_cfg.loc_skip_end)
+	if (drop_cfg.loc_skip.end && in_range(location, &drop_cfg.loc_skip))
 		return 0;
 
 	dev = NP_RD(direct, skb->dev, skb, dev);

@@ -7,6 +7,7 @@
 use libnetprobe::filter::Filter;
 use libnetprobe::kernel::netns::Netns;
 use libnetprobe::kernel::KernelEnv;
+use libnetprobe::kit::StackPolicy;
 use libnetprobe::session::{Session, Tick};
 use libnetprobe::sets::drop::{DropOptions, DropProbe, KeyBy};
 use std::collections::BTreeMap;
@@ -35,9 +36,8 @@ fn run(netns: &str, seconds: Option<u64>) -> libnetprobe::Result<()> {
     opts.key = KeyBy {
         location: false,
         flow: false,
-        stack: false,
     };
-    opts.stacks = false;
+    opts.stacks = StackPolicy::off();
     let mut drops = DropProbe::open(opts, &env)?;
     let session = Session::new(Duration::from_secs(1), seconds.map(Duration::from_secs))?;
     session.ready("drops_by_reason", &drops.chosen_plan().summary());

@@ -1,9 +1,7 @@
 //! Integration tests of the drop tools: real BPF in the running kernel, real netns labs,
 //! drops induced a known number of times, asserted through `--json`.
 //! Needs root (CI runs as root): without it every test fails, none is skipped.
-mod common;
-
-use common::*;
+use netprobe_lab::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -15,7 +13,6 @@ const ETH_DROP: &str = env!("CARGO_BIN_EXE_eth_drop");
 const TRACE_NET_DROP: &str = env!("CARGO_BIN_EXE_trace_net_drop");
 const CHECK: &str = env!("CARGO_BIN_EXE_netprobe_check");
 const WAIT: Duration = Duration::from_secs(10);
-const UNKNOWN_ETHERTYPE: u16 = 0x88b5;
 
 /// Summary entries of every interval report, in order.
 fn entries(out: &ToolOutput) -> Vec<Value> {
@@ -44,146 +41,6 @@ fn the_entry<'a>(entries: &'a [Value], reason: &str) -> &'a Value {
         "exactly one {reason} entry expected in {entries:#?}"
     );
     found[0]
-}
-
-/// A receive counter of the link's 64-bit stats (`ip -s -s -j link`); absent counters are 0.
-fn rx_stat64(ns: &str, ifname: &str, key: &str) -> u64 {
-    let out = ns_exec(ns, &["ip", "-s", "-s", "-j", "link", "show", "dev", ifname]);
-    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-    v[0]["stats64"]["rx"][key].as_u64().unwrap_or(0)
-}
-
-/// The five kinds of drop every test can induce in a lab, with the kernel's own counters as
-/// the readiness signal that the drops happened.
-struct Drops<'a> {
-    lab: &'a Lab,
-    tap: Tap,
-    tap_peer: Ipv4Addr,
-    otherhost: Ipv4Addr,
-}
-
-impl<'a> Drops<'a> {
-    const TAP_QUEUE: u32 = 8;
-    const NFT_PORT: u16 = 7777;
-
-    fn new(lab: &'a Lab, tag: &str) -> Self {
-        let n = lab.a_ip.octets()[2];
-        let tap_name = format!("npt{}{}", tag, std::process::id() % 100_000);
-        let tap = Tap::create_unread(
-            &lab.b,
-            &tap_name,
-            Self::TAP_QUEUE,
-            &format!("198.19.{n}.1/24"),
-        );
-        let tap_peer = Ipv4Addr::new(198, 19, n, 2);
-        ns_exec(
-            &lab.b,
-            &[
-                "ip",
-                "neigh",
-                "add",
-                &tap_peer.to_string(),
-                "lladdr",
-                "02:00:00:00:00:02",
-                "dev",
-                &tap.name,
-            ],
-        );
-        let otherhost = Ipv4Addr::new(198, 18, n, 3);
-        ns_exec(
-            &lab.a,
-            &[
-                "ip",
-                "neigh",
-                "add",
-                &otherhost.to_string(),
-                "lladdr",
-                "02:00:00:00:00:33",
-                "dev",
-                Lab::A_IF,
-            ],
-        );
-        nft_drop_udp_dport(&lab.b, Self::NFT_PORT);
-        Drops {
-            lab,
-            tap,
-            tap_peer,
-            otherhost,
-        }
-    }
-
-    fn no_socket(&self, n: usize, port: u16) {
-        let before = snmp_udp_noports(&self.lab.b);
-        send_udp(
-            &self.lab.a,
-            None,
-            SocketAddrV4::new(self.lab.b_ip, port),
-            n,
-            32,
-        );
-        wait_until("UDP NoPorts", WAIT, || {
-            snmp_udp_noports(&self.lab.b) >= before + n as u64
-        });
-    }
-
-    fn netfilter(&self, n: usize) {
-        let before = nft_counter_packets(&self.lab.b);
-        send_udp(
-            &self.lab.a,
-            None,
-            SocketAddrV4::new(self.lab.b_ip, Self::NFT_PORT),
-            n,
-            32,
-        );
-        wait_until("nft counter", WAIT, || {
-            nft_counter_packets(&self.lab.b) >= before + n as u64
-        });
-    }
-
-    fn otherhost(&self, n: usize) {
-        let before = rx_stat64(&self.lab.b, Lab::B_IF, "otherhost");
-        send_udp(
-            &self.lab.a,
-            None,
-            SocketAddrV4::new(self.otherhost, 4444),
-            n,
-            32,
-        );
-        wait_until("rx otherhost", WAIT, || {
-            rx_stat64(&self.lab.b, Lab::B_IF, "otherhost") >= before + n as u64
-        });
-    }
-
-    fn unknown_ethertype(&self, n: usize) {
-        let before = rx_stat64(&self.lab.b, Lab::B_IF, "dropped");
-        let frame = eth_frame(
-            self.lab.b_mac,
-            self.lab.a_mac,
-            UNKNOWN_ETHERTYPE,
-            b"netprobe",
-        );
-        send_raw_frames(&self.lab.a, Lab::A_IF, &frame, n);
-        wait_until("rx dropped", WAIT, || {
-            rx_stat64(&self.lab.b, Lab::B_IF, "dropped") >= before + n as u64
-        });
-    }
-
-    /// Sends `n` datagrams into the unread tap; returns how many the full ring dropped.
-    fn full_ring(&self, n: usize) -> u64 {
-        let before = read_stat(&self.lab.b, &self.tap.name, "tx_dropped");
-        send_udp(
-            &self.lab.b,
-            None,
-            SocketAddrV4::new(self.tap_peer, 5555),
-            n,
-            32,
-        );
-        let expect = before + (n as u64).saturating_sub(u64::from(Self::TAP_QUEUE));
-        wait_until("tap tx_dropped", WAIT, || {
-            read_stat(&self.lab.b, &self.tap.name, "tx_dropped") >= expect
-        });
-        read_stat(&self.lab.b, &self.tap.name, "tx_dropped") - before
-    }
 }
 
 #[test]
@@ -445,7 +302,7 @@ fn eth_drop_vlan_filter_sees_offloaded_tags() {
         ],
     );
     in_netns(&lab.b, move || {
-        libnetprobe::testkit::push_vlan_on_egress(&name, 100)
+        netprobe_lab::testkit::push_vlan_on_egress(&name, 100)
     })
     .expect("tc vlan push");
     let tool = ToolRun::start(ETH_DROP, &["--netns", &lab.b, "--json", "--vlan-id", "100"]);
@@ -812,7 +669,7 @@ fn feature_probes_match_the_test_tier() {
         assert_eq!(f["fentry"]["status"], "yes", "{f:#?}");
         assert_eq!(f["kprobe"]["status"], "yes", "{f:#?}");
     }
-    for t in v["tools"].as_array().unwrap() {
+    for t in v["sets"].as_array().unwrap() {
         assert_eq!(
             t["plan"]["choices"][0]["chosen"]["kind"], "tp_btf",
             "{t:#?}"
@@ -832,7 +689,12 @@ fn netprobe_check_reports_plans() {
     let v = &out.json()[0];
     assert_eq!(v["features"]["tp_btf"]["status"], "yes");
     assert_eq!(v["features"]["ringbuf"]["status"], "yes");
-    for t in v["tools"].as_array().unwrap() {
+    assert!(v["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["set"] == "drop"));
+    for t in v["sets"].as_array().unwrap() {
         assert_eq!(t["can_run"], true, "{t:#?}");
         let chosen = &t["plan"]["choices"][0]["chosen"];
         assert!(chosen["kind"] == "tp_btf" || chosen["kind"] == "tracepoint");

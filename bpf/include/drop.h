@@ -1,10 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Drop probe set: structs that cross the BPF/Rust boundary. */
+/* Drop probe set: structs and enums that cross the BPF/Rust boundary. */
 #pragma once
 
 #include "np_types.h"
-
-#define DROP_MAX_STACK_DEPTH 127
 
 enum drop_mode {
 	DROP_MODE_SUMMARY = 0,
@@ -19,28 +17,36 @@ enum drop_eth_class {
 	DROP_ETH_IPV4,
 	DROP_ETH_IPV6,
 	DROP_ETH_LLDP,
+	DROP_ETH_FLOW_CONTROL, /* 802.3x pause frames, EtherType 0x8808 */
 	DROP_ETH_STP,
 	DROP_ETH_OTHER,
 };
 
+/* Callers whose kfree_skb is a normal free on kernels without drop reasons (seed's filter). */
+#define DROP_NORMAL_RANGES 8
+
+struct drop_range {
+	__u64 start;
+	__u64 end;
+};
+
 struct drop_config {
-	__u64 loc_match_start; /* count only drops located in [start, end) */
-	__u64 loc_match_end;
-	__u64 loc_skip_start; /* count all drops except those in [start, end) */
-	__u64 loc_skip_end;
-	__u32 mode;
+	struct drop_range loc_match; /* count only drops located in [start, end) */
+	struct drop_range loc_skip;  /* count all drops except those in [start, end) */
+	struct drop_range normal[DROP_NORMAL_RANGES]; /* no-reason kernels: normal-free callers */
+	enum drop_mode mode;
+	enum drop_eth_class eth_class;
+	enum np_stack_mode stacks;
 	__u32 reason;        /* with has_reason_filter: only this reason value */
-	__u32 stack_sample;  /* summary: walk the stack on 1 in N drops of a known key (0 = never) */
-	__u32 stack_budget;  /* summary: at most this many sampled walks per interval */
+	__u32 stack_sample;  /* sampled stacks: walk 1 in N drops of a known key (0 = never) */
+	__u32 stack_budget;  /* sampled stacks: at most this many sampled walks per interval */
 	__u16 vlan_id;
 	__u8 has_reason_filter;
 	__u8 has_vlan_filter;
-	__u8 eth_class;
-	__u8 stacks;          /* walk stacks at all */
+	__u8 normal_filter;  /* leave out normal frees (SKB_CONSUMED, or the callers above) */
 	__u8 key_location;
 	__u8 key_flow;
-	__u8 key_stack;       /* summary: the stack id is part of the key (every drop walks) */
-	__u8 pad[3];
+	__u8 pad;
 };
 
 /* Summary key: what a drop is counted by. Unused parts stay zero. */
@@ -50,7 +56,7 @@ struct drop_key {
 	__u32 reason;
 	__u32 netns;
 	__u32 ifindex;
-	__s32 stack_id;
+	__s32 stack_id; /* with every-event stacks only */
 };
 
 struct drop_value {
@@ -76,9 +82,8 @@ struct drop_event {
 	__u32 ifindex;
 	__u32 pid;
 	__u32 tid;
-	__s32 stack_id;
 	__u32 cpu;
-	__u32 pad;
 	char comm[16];
 	char ifname[16];
+	struct np_stack stack;
 };

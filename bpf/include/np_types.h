@@ -9,6 +9,22 @@ enum np_l3 {
 	NP_L3_ARP = 8,
 };
 
+#define NP_MAX_STACK_DEPTH 127
+
+/* A kernel stack carried inside an event (details): no stack id to outlive or reuse. */
+struct np_stack {
+	__u64 ips[NP_MAX_STACK_DEPTH];
+	__u32 depth; /* frames in ips; 0 when not walked or the walk failed */
+	__u32 pad;
+};
+
+/* How a set walks stacks (kit::StackPolicy). */
+enum np_stack_mode {
+	NP_STACKS_OFF = 0,
+	NP_STACKS_SAMPLED = 1,     /* first event of a key, then 1 in N within a budget */
+	NP_STACKS_EVERY_EVENT = 2, /* every event (summaries: the stack is part of the key) */
+};
+
 /* A flow as header fields: addresses in network order, ports and EtherType in host order. */
 struct np_flow {
 	__u8 saddr[16];
@@ -66,10 +82,22 @@ struct np_filter {
 
 /* Things that went wrong in BPF, per CPU; printed at every interval and at exit. */
 struct np_stats {
-	__u64 lost_events;
-	__u64 map_full;
-	__u64 stack_errors;
-	__u64 stacks_skipped;
-	__u64 seen;
-	__u64 sample_tick; /* drops since the last sampled stack walk on this CPU */
+	__u64 lost_events;    /* ring buffer full */
+	__u64 map_full;       /* a new key did not fit */
+	__u64 stack_errors;   /* failed stack walks */
+	__u64 stacks_skipped; /* sampled walks skipped for the interval's budget */
+	__u64 rate_limited;   /* events counted, not submitted, above the rate limit */
+	__u64 seen;           /* events that passed the filters (details) */
+	__u64 sample_tick;    /* events since the last sampled stack walk on this CPU */
+	__u64 window_start_ns; /* rate limit: start of this CPU's current second */
+	__u64 window_events;  /* rate limit: events submitted in it */
 };
+
+/* The kit's own switches, written into .rodata before load. */
+struct np_kit_config {
+	__u64 events_per_cpu_sec; /* rate limit per CPU (0 = none) */
+	__u64 wakeup_bytes;       /* wake the reader once this much is waiting */
+};
+
+/* Emits the boundary enums into BTF, so the skeleton generates them for Rust. */
+#define NP_EXPORT_ENUM(e) enum e __np_export_##e = (enum e)0

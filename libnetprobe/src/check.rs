@@ -1,17 +1,18 @@
-//! `netprobe_check`: what the running kernel offers and which plan every tool gets.
+//! `netprobe_check`: what the running kernel offers and which plan every probe set gets.
 use crate::error::Result;
 use crate::kernel::{Features, KernelEnv};
 use crate::probe::Plan;
-use crate::sets::drop::DropProbe;
 use serde::Serialize;
 use std::fmt::Write as _;
 
-/// One tool's verdict.
+/// One probe set's verdict.
 #[derive(Debug, Serialize)]
-pub struct ToolCheck {
-    /// Tool name.
-    pub tool: &'static str,
-    /// Can it run here?
+pub struct SetCheck {
+    /// Set name.
+    pub set: &'static str,
+    /// What it observes.
+    pub about: &'static str,
+    /// Can its tools run here?
     pub can_run: bool,
     /// The plan it would use.
     pub plan: Plan,
@@ -32,41 +33,29 @@ pub struct CheckReport {
     pub features: Features,
     /// Number of drop-reason names read from BTF (0: kernel has no reasons).
     pub drop_reasons: usize,
-    /// Per tool.
-    pub tools: Vec<ToolCheck>,
-}
-
-/// The tools and the function that plans each.
-/// How a tool plans its probes on a kernel.
-type PlanFn = fn(&KernelEnv) -> Plan;
-
-fn tool_plans() -> Vec<(&'static str, PlanFn)> {
-    vec![
-        ("kernel_drop_stack_stats_summary", DropProbe::plan),
-        ("eth_drop", DropProbe::plan),
-        ("trace_net_drop", DropProbe::plan),
-    ]
+    /// Per probe set.
+    pub sets: Vec<SetCheck>,
 }
 
 impl CheckReport {
     /// Probes the kernel; fails only when nothing can be probed (no privileges or no BTF).
     pub fn collect() -> Result<Self> {
-        let preflight = crate::preflight::check().err().map(|e| e.to_string());
-        if let Some(p) = &preflight {
-            if p.starts_with("missing privilege") {
-                return Err(crate::Error::env(p.clone()));
-            }
-        }
+        let preflight = match crate::preflight::check() {
+            Ok(()) => None,
+            Err(e @ crate::Error::Privilege(_)) => return Err(e),
+            Err(e) => Some(e.to_string()),
+        };
         let env = KernelEnv::discover()?;
         let kernel = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tools = tool_plans()
+        let sets = crate::sets::all()
             .into_iter()
-            .map(|(tool, plan_of)| {
-                let plan = plan_of(&env);
-                ToolCheck {
-                    tool,
+            .map(|info| {
+                let plan = (info.plan)(&env);
+                SetCheck {
+                    set: info.name,
+                    about: info.about,
                     can_run: plan.require().is_ok() && preflight.is_none(),
                     plan,
                 }
@@ -79,8 +68,13 @@ impl CheckReport {
             tracefs_error: env.tracefs_error.clone(),
             features: env.features.clone(),
             drop_reasons: env.reasons.names().count(),
-            tools,
+            sets,
         })
+    }
+
+    /// Can any set run here?
+    pub fn any_can_run(&self) -> bool {
+        self.sets.iter().any(|s| s.can_run)
     }
 
     /// Text report.
@@ -112,11 +106,12 @@ impl CheckReport {
         }
         let _ = writeln!(out, "drop reasons from BTF: {}", self.drop_reasons);
         let _ = writeln!(out);
-        for t in &self.tools {
+        for t in &self.sets {
             let _ = writeln!(
                 out,
-                "{}: {} (plan: {})",
-                t.tool,
+                "set {} ({}): {} (plan: {})",
+                t.set,
+                t.about,
                 if t.can_run { "can run" } else { "CANNOT run" },
                 t.plan.summary()
             );

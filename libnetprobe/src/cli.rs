@@ -3,29 +3,57 @@ use crate::error::{Error, Result};
 use clap::{Args, Parser};
 use std::time::Duration;
 
-/// Parses a positive number of seconds (`10`, `0.5`).
-pub fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
+/// Shortest interval between reports.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Shortest `--duration`.
+pub const MIN_DURATION: Duration = Duration::from_millis(10);
+
+/// Parses a positive number of seconds (`10`, `0.5`) of at least `min`.
+pub fn parse_seconds_min(s: &str, min: Duration) -> std::result::Result<Duration, String> {
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+        .map_err(|_| format!("{} is not a number of seconds", quote(s)))?;
     if !v.is_finite() || v <= 0.0 {
-        return Err(format!("'{s}': must be greater than 0 seconds"));
+        return Err(format!("{}: must be greater than 0 seconds", quote(s)));
     }
     if v > 1e7 {
-        return Err(format!("'{s}': too long"));
+        return Err(format!("{}: too long", quote(s)));
     }
-    Ok(Duration::from_secs_f64(v))
+    let d = Duration::from_secs_f64(v);
+    if d < min {
+        return Err(format!(
+            "{}: must be at least {} s",
+            quote(s),
+            min.as_secs_f64()
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses a positive number of seconds (`10`, `0.5`).
+pub fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
+    parse_seconds_min(s, Duration::from_nanos(1))
+}
+
+/// Parses a report interval: at least [`MIN_INTERVAL`].
+pub fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
+    parse_seconds_min(s, MIN_INTERVAL)
+}
+
+/// Parses a `--duration`: at least [`MIN_DURATION`].
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    parse_seconds_min(s, MIN_DURATION)
 }
 
 /// `-i/--interval` (10 s) and `-d/--duration`.
 #[derive(Debug, Clone, Args)]
 pub struct IntervalArgs {
     /// Seconds between reports
-    #[arg(short = 'i', long, default_value = "10", value_parser = parse_seconds, value_name = "SECS")]
+    #[arg(short = 'i', long, default_value = "10", value_parser = parse_interval, value_name = "SECS")]
     pub interval: Duration,
     /// Stop after this many seconds (default: run until Ctrl-C)
-    #[arg(short = 'd', long, value_parser = parse_seconds, value_name = "SECS")]
+    #[arg(short = 'd', long, value_parser = parse_duration, value_name = "SECS")]
     pub duration: Option<Duration>,
 }
 
@@ -80,6 +108,17 @@ pub fn run_main(tool: &str, body: impl FnOnce() -> Result<()>) -> ! {
             eprintln!("{tool}: error: {e}");
             std::process::exit(e.exit_code());
         }
+    }
+}
+
+/// A user's value for an error message: quoted, and shortened when long.
+pub fn quote(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.chars().count() <= MAX {
+        format!("'{s}'")
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("'{head}...' ({} characters)", s.chars().count())
     }
 }
 

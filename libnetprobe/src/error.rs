@@ -1,4 +1,5 @@
-//! The one error type of the library, with the exit code a tool should use for it.
+//! The one error type of the library: a kind per way things fail, each with the exit code a
+//! tool uses for it. Callers match on the kind, never on the text.
 use thiserror::Error;
 
 /// Everything that can go wrong while preparing, attaching or reading a probe set.
@@ -7,9 +8,31 @@ pub enum Error {
     /// Bad input from the user: a malformed address, an unknown interface, netns or reason.
     #[error("{0}")]
     Usage(String),
-    /// The environment is missing something: privileges, BTF, a kernel feature.
+    /// The process may not do this: missing capabilities, hidden kernel symbols.
+    #[error("missing privilege: {0}")]
+    Privilege(String),
+    /// The running kernel lacks something a set needs (BTF, a probe point, tracefs).
     #[error("{0}")]
-    Environment(String),
+    MissingFeature(String),
+    /// The kernel refused to load a set's programs.
+    #[error("loading the {set} programs ({plan}) failed: {source}; {explanation}")]
+    Load {
+        /// Probe set.
+        set: &'static str,
+        /// Plan that was being loaded.
+        plan: String,
+        /// What libbpf's log says this kernel lacks.
+        explanation: String,
+        /// The libbpf error.
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    /// A set's BPF object lacks a map the kit expects (a bug in the set).
+    #[error("BPF object has no map '{0}' (does the set include np_common.h?)")]
+    MissingMap(String),
+    /// A network namespace a tool filters on was deleted while it ran.
+    #[error("{0}")]
+    NamespaceGone(String),
     /// A libbpf call failed.
     #[error("{context}: {source}")]
     Bpf {
@@ -28,6 +51,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Writing the report failed (a full disk, `>/dev/full`).
+    #[error("cannot write output: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 impl Error {
@@ -44,9 +70,22 @@ impl Error {
         Error::Usage(msg.into())
     }
 
-    /// Builds an environment error.
-    pub fn env(msg: impl Into<String>) -> Self {
-        Error::Environment(msg.into())
+    /// Builds a missing-feature error.
+    pub fn missing(msg: impl Into<String>) -> Self {
+        Error::MissingFeature(msg.into())
+    }
+
+    /// Builds a privilege error.
+    pub fn privilege(msg: impl Into<String>) -> Self {
+        Error::Privilege(msg.into())
+    }
+
+    /// Builds an I/O error from a description and an `io::Error`.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

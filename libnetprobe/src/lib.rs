@@ -17,18 +17,19 @@
 pub mod bpf_log;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod error;
 pub mod filter;
 pub mod hist;
 pub mod kernel;
+pub mod kit;
 pub mod output;
 pub mod preflight;
 pub mod probe;
+pub mod run;
 pub mod session;
 pub mod sets;
 pub mod symbol;
-pub mod testkit;
-pub mod tool;
 
 pub use error::{Error, Result};
 
@@ -39,9 +40,9 @@ pub mod skel {
     pub mod drop {
         include!(concat!(env!("OUT_DIR"), "/drop.skel.rs"));
     }
-    /// Test support programs (see [`crate::testkit`]).
-    pub mod testkit {
-        include!(concat!(env!("OUT_DIR"), "/testkit.skel.rs"));
+    /// The kit's shared types (`bpf/kit.bpf.c`: stats, kit config, boundary enums).
+    pub mod kit {
+        include!(concat!(env!("OUT_DIR"), "/kit.skel.rs"));
     }
     /// Tiny programs used to probe which program types the kernel offers.
     pub mod features {

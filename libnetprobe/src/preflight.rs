@@ -27,12 +27,12 @@ pub fn check() -> Result<()> {
     let caps = effective_caps();
     let admin = has(caps, CAP_SYS_ADMIN);
     if !(admin || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON))) {
-        return Err(Error::env(
-            "missing privilege: run as root (or with CAP_BPF and CAP_PERFMON)",
+        return Err(Error::privilege(
+            "run as root (or with CAP_BPF and CAP_PERFMON)",
         ));
     }
     if !Path::new(crate::kernel::btf::VMLINUX_BTF).exists() {
-        return Err(Error::env(
+        return Err(Error::missing(
             "kernel BTF missing: /sys/kernel/btf/vmlinux does not exist (needs CONFIG_DEBUG_INFO_BTF=y)",
         ));
     }
@@ -41,7 +41,7 @@ pub fn check() -> Result<()> {
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(0);
     if kptr >= 2 || (kptr == 1 && !has(caps, CAP_SYSLOG)) {
-        return Err(Error::env(format!(
+        return Err(Error::missing(format!(
             "kernel symbols hidden (kernel.kptr_restrict={kptr}): run 'sysctl kernel.kptr_restrict=0' or as root with CAP_SYSLOG"
         )));
     }

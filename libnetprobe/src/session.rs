@@ -20,7 +20,7 @@ impl Session {
         let stop = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(sig, Arc::clone(&stop))
-                .map_err(|e| Error::env(format!("cannot install signal handler: {e}")))?;
+                .map_err(|e| Error::io("cannot install signal handler", e))?;
         }
         Ok(Self {
             stop,

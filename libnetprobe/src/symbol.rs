@@ -129,6 +129,13 @@ impl KernelSymbolizer {
         addrs.iter().map(|a| self.cache[a].clone()).collect()
     }
 
+    /// Reads kallsyms now rather than at the first report, so a tool's first interval (and
+    /// a benchmark's window) does not pay for it.
+    pub fn warm_up(&mut self) {
+        let _ = self.frames(&[u64::MAX - 0xfff]);
+        self.cache.clear();
+    }
+
     /// Symbolizes one address.
     pub fn frame(&mut self, addr: u64) -> Frame {
         self.frames(&[addr]).remove(0)
@@ -138,7 +145,7 @@ impl KernelSymbolizer {
 /// Address range `[start, end)` of kernel function `func`, from /proc/kallsyms.
 pub fn kallsyms_range(func: &str) -> Result<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/kallsyms")
-        .map_err(|e| Error::env(format!("cannot read /proc/kallsyms: {e}")))?;
+        .map_err(|e| Error::io("cannot read /proc/kallsyms", e))?;
     let mut syms: Vec<(u64, &str)> = text
         .lines()
         .filter_map(|l| {
@@ -150,7 +157,7 @@ pub fn kallsyms_range(func: &str) -> Result<(u64, u64)> {
         })
         .collect();
     if syms.iter().all(|(a, _)| *a == 0) {
-        return Err(Error::env(
+        return Err(Error::privilege(
             "kernel addresses in /proc/kallsyms are hidden: run as root or set kernel.kptr_restrict=0",
         ));
     }

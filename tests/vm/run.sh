@@ -2,8 +2,8 @@
 # netprobe VM kernel matrix: runs the netprobe-tools integration tests inside QEMU (TCG)
 # against Debian kernels, one VM per kernel, and prints a verdict per kernel.
 #
-#   sudo tests/vm/run.sh                      # both default kernels
-#   sudo KERNELS=6.12-cloud-amd64 tests/vm/run.sh
+#   sudo tests/vm/run.sh                      # the four default kernels (5.10, 6.1, 6.12, sid)
+#   sudo KERNELS=sid:cloud-amd64 tests/vm/run.sh
 #
 # See tests/vm/README.md for what it does, the knobs and how to add a kernel.
 set -euo pipefail
@@ -16,7 +16,11 @@ TRIPLE=x86_64-unknown-linux-gnu
 LOGS=$TARGET/logs
 IMAGES=$TARGET/images
 
-KERNELS=${KERNELS:-"cloud-amd64 6.12-cloud-amd64"}
+# [suite:]metapackage-suffix: linux-image-<suffix> from Debian <suite> (a private apt configuration
+# in tests/vm/.cache/apt-<suite>/), or from the machine's own apt sources without a suite.
+KERNELS=${KERNELS:-"bullseye:cloud-amd64 bookworm:cloud-amd64 bookworm:6.12-cloud-amd64 sid:cloud-amd64"}
+VM_DEBIAN_MIRROR=${VM_DEBIAN_MIRROR:-}  # default: the Debian mirror of the machine's apt sources
+VM_APT_MAX_AGE=${VM_APT_MAX_AGE:-86400} # seconds before a private suite's package lists are refreshed
 VM_TIMEOUT=${VM_TIMEOUT:-600}          # seconds per VM (qemu is killed after that)
 VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-540} # seconds per test executable inside the VM
 VM_MEM=${VM_MEM:-1024}
@@ -29,10 +33,15 @@ VM_MODULES=${VM_MODULES:-"tun veth nf_tables openvswitch vhost_net"}
 # Modules copied into the image (with their dependency closure), in addition to the
 # kernel/ subtrees in MODULE_TREES. Names as modprobe knows them.
 VM_EXTRA_MODULES=${VM_EXTRA_MODULES:-"tun veth tap 8021q sch_ingress cls_bpf nfnetlink nf_tables openvswitch vhost_net"}
+read -ra MODULES_UP_FRONT <<<"$VM_MODULES"
+read -ra EXTRA_MODULES <<<"$VM_EXTRA_MODULES"
 MODULE_TREES="net/netfilter net/ipv4/netfilter net/ipv6/netfilter net/openvswitch net/nsh net/psample drivers/vhost"
 # Kernel options the image and the tests rely on being =y (checked in boot/config-*).
 REQUIRED_BUILTIN="BLK_DEV_INITRD RD_GZIP DEVTMPFS SERIAL_8250_CONSOLE PROC_FS SYSFS TMPFS BPF_SYSCALL
     DEBUG_INFO_BTF BPF_EVENTS FTRACE NET_NS PACKET INET UNIX MODULES"
+# Options behind VM_EXTRA_MODULES: either =y or =m will do (sid builds NETFILTER_NETLINK in).
+REQUIRED_MODULE_OPTS="TUN VETH TAP VLAN_8021Q NET_SCH_INGRESS NET_CLS_BPF NETFILTER_NETLINK NF_TABLES
+    OPENVSWITCH VHOST_NET"
 # Host programs the tests shell out to that busybox cannot replace (busybox ip has no netns).
 HOST_PROGRAMS="ip nft bpftool"
 APT_PACKAGES="qemu-system-x86 busybox-static kmod cpio xz-utils gzip iproute2 nftables bpftool libelf-dev zlib1g-dev"
@@ -81,57 +90,245 @@ is_static "$BUSYBOX" ||
     die "$BUSYBOX is not static (install busybox-static)"
 
 # ---------------------------------------------------------------------------------------------
-# 2. Kernels: metapackage -> versioned image package -> cached .deb -> extracted tree
+# 2. Kernels: [suite:]metapackage -> versioned image package (+ its split parts) -> cached
+#    .debs -> extracted tree
 # ---------------------------------------------------------------------------------------------
-meta_depends() { { apt-cache depends "linux-image-$1" 2>/dev/null || true; } | awk '/Depends: linux-image/ {print $2; exit}'; }
-candidate() { { apt-cache show --no-all-versions "$1" 2>/dev/null || true; } | awk '/^Version:/ {print $2; exit}'; }
+# The machine's own release: "<HOST_SUITE>:x" is the same as plain "x" (its sources also carry
+# <suite>-updates and -security, where bookworm's 6.12 lives).
+# shellcheck source=/dev/null
+HOST_SUITE=$( (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || true)
+DEBIAN_MIRROR=$VM_DEBIAN_MIRROR
 
-# Fills KDIR[suffix] (extracted package root) and KVER[suffix] (uname -r).
-declare -A KDIR KVER
-for k in $KERNELS; do
-    pkg=$(meta_depends "$k")
-    if [ -z "$pkg" ]; then
+# The Debian mirror the machine's own sources use for HOST_SUITE (one-line .list and deb822
+# .sources files), else deb.debian.org.
+host_mirror() {
+    local f m=
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        m=$(awk -v s="$HOST_SUITE" '
+            $1 == "deb" {
+                i = 2
+                if ($2 ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
+                if ($(i + 1) == s) { print $i; exit }
+            }' "$f")
+        [ -z "$m" ] || break
+    done
+    if [ -z "$m" ]; then
+        for f in /etc/apt/sources.list.d/*.sources; do
+            [ -f "$f" ] || continue
+            m=$(awk -v s="$HOST_SUITE" '
+                function flush() {
+                    if (index(" " types " ", " deb ") && enabled != "no" && index(" " suites " ", " " s " ")) {
+                        split(uris, u, " "); if (u[1] != "") { print u[1]; found = 1; exit }
+                    }
+                    types = uris = suites = enabled = ""
+                }
+                /^[ \t]*$/ { flush(); next }
+                /^#/ { next }
+                tolower($1) == "types:" { $1 = ""; types = $0 }
+                tolower($1) == "uris:" { $1 = ""; uris = $0 }
+                tolower($1) == "suites:" { $1 = ""; suites = $0 }
+                tolower($1) == "enabled:" { enabled = tolower($2) }
+                END { if (!found) flush() }' "$f")
+            [ -z "$m" ] || break
+        done
+    fi
+    if [ -z "$m" ]; then
+        m=http://deb.debian.org/debian
+        log "no Debian mirror for '${HOST_SUITE:-?}' in the machine's apt sources; using $m"
+    fi
+    echo "${m%/}"
+}
+
+# Other suites go through a private apt configuration in $CACHE/apt-<suite>/ (own source list,
+# lists and cache); the machine's own sources are never touched.
+suite_dir() { echo "$CACHE/apt-$1"; }
+is_private() { [ -n "$1" ] && [ "$1" != "$HOST_SUITE" ]; }
+# Runs an apt command ($2...) against suite $1 (empty or HOST_SUITE: the machine's sources).
+# docker-style apt.conf.d files disable the binary cache; a private one keeps it (4x faster).
+apt_in() {
+    local s=$1
+    shift
+    if is_private "$s"; then
+        APT_CONFIG="$(suite_dir "$s")/apt.conf" "$@" -o Dir::Cache::pkgcache=pkgcache.bin
+    else
+        "$@"
+    fi
+}
+# apt-get update of one suite: the machine's (at most once) or a private one.
+refresh() {
+    local s=$1 d out
+    if ! is_private "$s"; then
         apt_update
-        pkg=$(meta_depends "$k")
+        return 0
     fi
-    [ -n "$pkg" ] || die "cannot resolve linux-image-$k to a kernel image package (apt-cache depends)"
-    ver=$(candidate "$pkg")
-    [ -n "$ver" ] || die "no candidate version for $pkg"
-    deb=$CACHE/debs/${pkg}_${ver//:/%3a}_amd64.deb
-    if [ ! -f "$deb" ]; then
-        log "downloading $pkg $ver"
-        (cd "$CACHE/debs" && timeout 600 apt-get download "$pkg=$ver" 2>&1 | grep -v 'unsandboxed' >&2) || true
-        [ -f "$deb" ] || die "apt-get download $pkg=$ver did not produce $deb"
+    d=$(suite_dir "$s")
+    log "apt-get update ($s, private lists in ${d#"$ROOT"/}/lists)"
+    if out=$(apt_in "$s" timeout 300 apt-get update -qq 2>&1); then
+        touch "$d/updated"
+    elif [ -f "$d/updated" ]; then
+        log "warning: apt-get update of $s failed, using its older lists: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+    else
+        die "apt-get update of $s failed: $out"
     fi
+    grep -v unsandboxed <<<"$out" >&2 || true
+}
+declare -A SUITE_READY
+# Writes suite $1's private apt configuration and refreshes its lists when they are missing,
+# older than VM_APT_MAX_AGE or for another mirror.
+suite_setup() {
+    local s=$1 d age
+    is_private "$s" || return 0
+    [ -z "${SUITE_READY[$s]:-}" ] || return 0
+    [[ $s =~ ^[a-z0-9][a-z0-9.+-]*$ ]] || die "bad suite name '$s' in KERNELS"
+    [ -n "$DEBIAN_MIRROR" ] || DEBIAN_MIRROR=$(host_mirror)
+    d=$(suite_dir "$s")
+    mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
+    cat >"$d/apt.conf" <<EOF
+// Written by tests/vm/run.sh: Debian $s for the VM kernel matrix (APT_CONFIG=this file).
+Dir::Etc::SourceList "$d/sources.list";
+Dir::Etc::SourceParts "/dev/null";
+Dir::Etc::Preferences "/dev/null";
+Dir::Etc::PreferencesParts "/dev/null";
+Dir::State::Lists "$d/lists";
+Dir::Cache "$d/cache";
+// Only the Packages index (no AppStream metadata).
+Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
+EOF
+    if [ "$(cat "$d/sources.list" 2>/dev/null)" != "deb $DEBIAN_MIRROR $s main" ]; then
+        echo "deb $DEBIAN_MIRROR $s main" >"$d/sources.list"
+        rm -f "$d/updated"
+    fi
+    age=$VM_APT_MAX_AGE
+    [ -f "$d/updated" ] && age=$(($(date +%s) - $(stat -c %Y "$d/updated")))
+    [ "$age" -lt "$VM_APT_MAX_AGE" ] || refresh "$s"
+    SUITE_READY[$s]=1
+}
+
+meta_depends() { { apt_in "$1" apt-cache depends "linux-image-$2" 2>/dev/null || true; } | awk '/Depends: linux-image/ {print $2; exit}'; }
+candidate() { { apt_in "$1" apt-cache show --no-all-versions "$2" 2>/dev/null || true; } | awk '/^Version:/ {print $2; exit}'; }
+# The packages that carry an image package's files. Sid splits linux-image-<flavour> (docs only)
+# into linux-binary-<flavour> (vmlinuz), linux-modules-<flavour> and linux-base-<flavour>
+# (config, modules.builtin); older releases depend on no such package.
+image_parts() {
+    { apt_in "$1" apt-cache depends "$2" 2>/dev/null || true; } |
+        awk -v f="${2#linux-image-}" '$1 ~ /Depends:$/ && $2 ~ /^linux-/ && $2 != "linux-image-" f &&
+            substr($2, length($2) - length(f)) == "-" f {print $2}' | sort -u
+}
+# Downloads package $2 of suite $1 (cached in $CACHE/debs) and sets DEB to its path.
+DEB=
+fetch_deb() {
+    local s=$1 p=$2 v try
+    for try in 1 2; do
+        v=$(candidate "$s" "$p")
+        [ -n "$v" ] || die "no candidate version for $p${s:+ in $s}"
+        DEB=$CACHE/debs/${p}_${v//:/%3a}_amd64.deb
+        [ -f "$DEB" ] && return 0
+        log "downloading $p $v${s:+ ($s)}"
+        (cd "$CACHE/debs" && apt_in "$s" timeout 600 apt-get download "$p=$v" 2>&1 | grep -v 'unsandboxed' >&2) || true
+        [ -f "$DEB" ] && return 0
+        # Stale lists name a version the mirror no longer has: refresh once and retry.
+        [ "$try" -eq 2 ] || refresh "$s"
+    done
+    die "apt-get download $p=$v did not produce $DEB"
+}
+
+# Fills, per KERNELS entry, KDIR (extracted package root), KVER (uname -r) and KIMG (vmlinuz).
+declare -A KDIR KVER KIMG
+KLIST=()
+for k in $KERNELS; do
+    suite=
+    suffix=$k
+    if [[ $k == *:* ]]; then
+        suite=${k%%:*}
+        suffix=${k#*:}
+    fi
+    [ -n "$suffix" ] || die "empty metapackage suffix in KERNELS entry '$k'"
+    suite_setup "$suite"
+    pkg=$(meta_depends "$suite" "$suffix")
+    if [ -z "$pkg" ]; then
+        refresh "$suite"
+        pkg=$(meta_depends "$suite" "$suffix")
+    fi
+    [ -n "$pkg" ] || die "cannot resolve linux-image-$suffix${suite:+ in $suite} to a kernel image package (apt-cache depends)"
+    fetch_deb "$suite" "$pkg"
+    debs=("$DEB")
+    ver=$(candidate "$suite" "$pkg")
+    mapfile -t parts < <(image_parts "$suite" "$pkg")
+    for p in "${parts[@]}"; do
+        fetch_deb "$suite" "$p"
+        debs+=("$DEB")
+    done
     dir=$CACHE/kernels/${pkg}_$ver
-    if [ ! -f "$dir/.extracted" ]; then
-        log "extracting $(basename "$deb")"
+    stamp=$(printf '%s\n' "${debs[@]##*/}")
+    if [ "$(cat "$dir/.extracted" 2>/dev/null)" != "$stamp" ]; then
+        log "extracting $(printf '%s ' "${debs[@]##*/}")"
         rm -rf "$dir"
         mkdir -p "$dir"
-        dpkg-deb -x "$deb" "$dir"
-        touch "$dir/.extracted"
+        for d in "${debs[@]}"; do
+            dpkg-deb -x "$d" "$dir"
+        done
+        echo "$stamp" >"$dir/.extracted"
     fi
-    vmlinuz=$(find "$dir/boot" -maxdepth 1 -name 'vmlinuz-*' | head -n 1)
-    [ -n "$vmlinuz" ] || die "no boot/vmlinuz-* in $deb"
-    kver=${vmlinuz##*/vmlinuz-}
+    # boot/vmlinuz-<ver> up to trixie; sid's linux-binary-* has usr/lib/modules/<ver>/vmlinuz.
+    vmlinuz=
+    for f in "$dir"/boot/vmlinuz-* "$dir"/usr/lib/modules/*/vmlinuz "$dir"/lib/modules/*/vmlinuz; do
+        if [ -f "$f" ]; then
+            vmlinuz=$f
+            break
+        fi
+    done
+    [ -n "$vmlinuz" ] || die "no boot/vmlinuz-* or usr/lib/modules/*/vmlinuz in $(printf '%s ' "${debs[@]##*/}")"
+    case $vmlinuz in
+    */boot/vmlinuz-*) kver=${vmlinuz##*/vmlinuz-} ;;
+    *) kver=$(basename "$(dirname "$vmlinuz")") ;;
+    esac
     # depmod -b looks in <base>/lib/modules; newer packages ship usr/lib/modules only.
     if [ ! -d "$dir/lib/modules/$kver" ] && [ -d "$dir/usr/lib/modules/$kver" ]; then
         mkdir -p "$dir/lib"
         ln -sfn ../usr/lib/modules "$dir/lib/modules"
     fi
-    [ -d "$dir/lib/modules/$kver" ] || die "no modules for $kver in $deb"
-    # The package ships no modules.dep: compute it once for the closure below.
+    [ -d "$dir/lib/modules/$kver/kernel" ] || die "no modules for $kver in $(printf '%s ' "${debs[@]##*/}")"
+    # The packages ship no modules.dep: compute it once for the closure below.
     [ -f "$dir/lib/modules/$kver/modules.dep" ] || depmod -b "$dir" "$kver"
-    # The image needs these built in (a module cannot help before /init runs).
-    cfg=$dir/boot/config-$kver
-    if [ -f "$cfg" ]; then
+    # The image needs these built in (a module cannot help before /init runs); the modules the
+    # tests use may be =y or =m (add_modules checks VM_MODULES against the image itself).
+    cfg=
+    for f in "$dir/boot/config-$kver" "$dir/lib/modules/$kver/config"; do
+        if [ -f "$f" ]; then
+            cfg=$f
+            break
+        fi
+    done
+    if [ -n "$cfg" ]; then
         for opt in $REQUIRED_BUILTIN; do
-            grep -q "^CONFIG_$opt=y" "$cfg" || log "warning: $kver: CONFIG_$opt is not built in ($(grep "CONFIG_$opt[= ]" "$cfg" || echo unset))"
+            grep -q "^CONFIG_$opt=y" "$cfg" || log "warning: $kver: CONFIG_$opt is not built in ($(grep "CONFIG_${opt}[= ]" "$cfg" || echo unset))"
         done
+        builtin=()
+        for opt in $REQUIRED_MODULE_OPTS; do
+            if grep -q "^CONFIG_$opt=y" "$cfg"; then
+                builtin+=("$opt")
+            elif ! grep -q "^CONFIG_$opt=m" "$cfg"; then
+                log "warning: $kver: CONFIG_$opt is neither =y nor =m ($(grep "CONFIG_${opt}[= ]" "$cfg" || echo unset))"
+            fi
+        done
+        [ "${#builtin[@]}" -eq 0 ] || log "$kver: built in, not modules: ${builtin[*]}"
+    else
+        log "$kver: no kernel config (boot/config-$kver, lib/modules/$kver/config) in the packages; skipping the config check"
+    fi
+    dup=
+    for o in "${KLIST[@]}"; do
+        [ "${KVER[$o]}" != "$kver" ] || dup=$o
+    done
+    if [ -n "$dup" ]; then
+        log "kernel $k -> $kver again (as $dup): booted once"
+        continue
     fi
     KDIR[$k]=$dir
     KVER[$k]=$kver
-    log "kernel $k -> $pkg $ver ($kver)"
+    KIMG[$k]=$vmlinuz
+    KLIST+=("$k")
+    log "kernel $k -> $pkg $ver ($kver)${parts[*]:+, split into ${parts[*]}}"
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +346,9 @@ if [ "$VM_SKIP_BUILD" != 1 ]; then
     (cd "$ROOT" && timeout 1800 "${cargo_env[@]}" cargo build "${cargo_args[@]}" --bins --examples) \
         >"$TARGET/build-bins.json" || die "cargo build --bins --examples failed"
 fi
-[ -f "$TARGET/build-tests.json" ] && [ -f "$TARGET/build-bins.json" ] || die "no build output; run without VM_SKIP_BUILD=1"
+if [ ! -f "$TARGET/build-tests.json" ] || [ ! -f "$TARGET/build-bins.json" ]; then
+    die "no build output; run without VM_SKIP_BUILD=1"
+fi
 # Artifacts from cargo's JSON messages: test harnesses have "profile":{...,"test":true}.
 executables() { grep '"reason":"compiler-artifact"' "$1" | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p'; }
 mapfile -t TEST_EXES < <(grep '"profile":{[^}]*"test":true}' "$TARGET/build-tests.json" |
@@ -239,12 +438,12 @@ build_base() {
     mkdir -p "$b/etc/netprobe-vm"
     printf '%s\n' "${TEST_EXES[@]}" >"$b/etc/netprobe-vm/tests"
     printf '%s\n' "$CHECK_BIN" >"$b/etc/netprobe-vm/check"
-    printf '%s\n' $VM_MODULES >"$b/etc/netprobe-vm/modules"
+    printf '%s\n' "${MODULES_UP_FRONT[@]}" >"$b/etc/netprobe-vm/modules"
     printf '%s\n' "$VM_TEST_TIMEOUT" >"$b/etc/netprobe-vm/test_timeout"
     install -m 755 "$VM_DIR/init" "$b/init"
 }
 
-# Copies the module closure of kernel $1 (suffix) into root $2 and runs depmod there.
+# Copies the module closure of kernel $1 (KERNELS entry) into root $2 and runs depmod there.
 add_modules() {
     local k=$1 r=$2 dir=${KDIR[$1]} kver=${KVER[$1]} src dst names=() t f rel line
     src=$dir/lib/modules/$kver
@@ -257,7 +456,7 @@ add_modules() {
             names+=("${f%%.ko*}")
         done < <(find "$src/kernel/$t" -name '*.ko*')
     done
-    names+=($VM_EXTRA_MODULES)
+    names+=("${EXTRA_MODULES[@]}")
     # modprobe resolves hard and soft dependencies; "builtin x" lines need nothing copied.
     while read -r line; do
         f=$(awk '$1 == "insmod" {print $2}' <<<"$line")
@@ -270,7 +469,7 @@ add_modules() {
         *.ko.gz) [ -f "$dst/${rel%.gz}" ] || gzip -dc "$f" >"$dst/${rel%.gz}" ;;
         *) [ -f "$dst/$rel" ] || cp "$f" "$dst/$rel" ;;
         esac
-    done < <(modprobe -d "$dir" -S "$kver" --show-depends -a "${names[@]}" 2>"$TARGET/modprobe-$k.err")
+    done < <(modprobe -d "$dir" -S "$kver" --show-depends -a "${names[@]}" 2>"$TARGET/modprobe-$kver.err")
     for f in modules.builtin modules.builtin.modinfo modules.order; do
         [ -f "$src/$f" ] && cp "$src/$f" "$dst/"
     done
@@ -296,7 +495,7 @@ SUMMARY=()
 TOTAL_PASS=0
 TOTAL_FAIL=0
 ANY_BAD=0
-for k in $KERNELS; do
+for k in "${KLIST[@]}"; do
     kver=${KVER[$k]}
     img=$IMAGES/$kver
     root=$img/root
@@ -306,7 +505,7 @@ for k in $KERNELS; do
     cp -a "$BASE" "$root"
     add_modules "$k" "$root"
     (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 >"$img/initrd.cpio.gz"
-    cp "$(find "${KDIR[$k]}/boot" -maxdepth 1 -name "vmlinuz-$kver")" "$img/vmlinuz"
+    cp "${KIMG[$k]}" "$img/vmlinuz"
     logf=$LOGS/$kver.log
     log "booting $kver ($(du -h "$img/initrd.cpio.gz" | cut -f1) initramfs, log: ${logf#"$ROOT"/})"
     start=$(date +%s)

@@ -16,12 +16,12 @@ impl KernelBtf {
     /// Loads `/sys/kernel/btf/vmlinux`.
     pub fn load() -> Result<Self> {
         if !Path::new(VMLINUX_BTF).exists() {
-            return Err(Error::env(format!(
+            return Err(Error::missing(format!(
                 "kernel BTF missing: {VMLINUX_BTF} does not exist (needs CONFIG_DEBUG_INFO_BTF=y)"
             )));
         }
         let btf = Btf::from_vmlinux()
-            .map_err(|e| Error::env(format!("cannot read kernel BTF {VMLINUX_BTF}: {e}")))?;
+            .map_err(|e| Error::missing(format!("cannot read kernel BTF {VMLINUX_BTF}: {e}")))?;
         Ok(Self { btf })
     }
 

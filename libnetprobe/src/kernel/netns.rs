@@ -67,7 +67,7 @@ impl Netns {
                 Error::usage(format!("open network namespace {}: {e}", path.display()))
             })?;
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-                Error::env(format!(
+                Error::privilege(format!(
                     "cannot enter network namespace {}: {e} (needs CAP_SYS_ADMIN)",
                     path.display()
                 ))
@@ -75,7 +75,7 @@ impl Netns {
             Ok(f())
         })
         .join()
-        .map_err(|_| Error::env("namespace helper thread panicked"))?
+        .map_err(|_| Error::io("namespace helper thread", std::io::Error::other("panicked")))?
     }
 
     /// Interface index of `name` inside this namespace.

@@ -18,11 +18,11 @@ pub fn ensure_mounted() -> Result<PathBuf> {
         None::<&str>,
     )
     .map_err(|e| {
-        Error::env(format!(
+        Error::missing(format!(
             "tracefs is not mounted and mounting it failed ({e}): run 'mount -t tracefs tracefs /sys/kernel/tracing'"
         ))
     })?;
-    find().ok_or_else(|| Error::env("tracefs mounted but has no events/ directory"))
+    find().ok_or_else(|| Error::missing("tracefs mounted but has no events/ directory"))
 }
 
 /// The tracefs mount point, if one is mounted.

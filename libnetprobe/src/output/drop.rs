@@ -1,32 +1,8 @@
-//! Rendering of drop summaries and drop events, as text and as JSON lines.
+//! Text rendering of drop summaries and drop events (JSON comes from serde on the domain
+//! types, inside the envelopes of [`crate::output`]).
+use crate::run::IntervalInfo;
 use crate::sets::drop::{DropEvent, DropSummary};
-use serde::Serialize;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
-
-/// An interval report as one JSON object (`"type": "interval"`).
-#[derive(Debug, Serialize)]
-pub struct IntervalJson<'a> {
-    /// Always `interval`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// Tool name.
-    pub tool: &'a str,
-    /// Local time at the end of the interval.
-    pub time: String,
-    /// Interval length, seconds.
-    pub interval_s: f64,
-    /// True for the report printed at exit.
-    #[serde(rename = "final")]
-    pub last: bool,
-    /// Attach plan in use.
-    pub probe: String,
-    /// How stacks were collected.
-    pub stack_sampling: String,
-    /// The counts.
-    #[serde(flatten)]
-    pub summary: &'a DropSummary,
-}
 
 /// What the text summary shows.
 #[derive(Debug, Clone, Copy)]
@@ -42,12 +18,12 @@ pub struct SummaryStyle {
 /// Text of one summary interval.
 pub fn summary_text(
     tool: &str,
-    interval: Duration,
+    info: &IntervalInfo,
     header_note: &str,
     s: &DropSummary,
     style: SummaryStyle,
 ) -> String {
-    let mut out = crate::output::interval_header(tool, interval, SystemTime::now());
+    let mut out = crate::output::interval_header(tool, info.elapsed, info.now);
     let _ = writeln!(out, "{header_note}");
     let shown = s.entries.len().min(style.top);
     let _ = writeln!(
@@ -88,15 +64,12 @@ pub fn summary_text(
 
 /// The "nothing silent" line.
 pub fn lost_line(s: &DropSummary) -> String {
-    format!(
-        "lost events: {}  map full: {}  stack errors: {}  sampled stack walks skipped: {}",
-        s.lost_events, s.map_full, s.stack_errors, s.stacks_skipped
-    )
+    s.stats.line()
 }
 
 /// dropwatch-style text: counts per location (or per stack with `by_stack`).
-pub fn locations_text(tool: &str, interval: Duration, s: &DropSummary, by_stack: bool) -> String {
-    let mut out = crate::output::interval_header(tool, interval, SystemTime::now());
+pub fn locations_text(tool: &str, info: &IntervalInfo, s: &DropSummary, by_stack: bool) -> String {
+    let mut out = crate::output::interval_header(tool, info.elapsed, info.now);
     if s.entries.is_empty() {
         let _ = writeln!(out, "no drops");
     } else if by_stack {
@@ -121,24 +94,21 @@ pub fn locations_text(tool: &str, interval: Duration, s: &DropSummary, by_stack:
     out
 }
 
-/// A details event as one JSON object (`"type": "drop"`).
-#[derive(Debug, Serialize)]
-pub struct EventJson<'a> {
-    /// Always `drop`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// The event.
-    #[serde(flatten)]
-    pub event: &'a DropEvent,
-}
-
 /// Text block of one dropped packet.
 pub fn event_text(e: &DropEvent, verbose: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "[{}] DROP reason={} at {}  dev={} (ifindex {}, netns {})  cpu={} pid={} comm={}",
-        e.time, e.reason, e.location, e.ifname, e.ifindex, e.netns, e.cpu, e.pid, e.comm
+        crate::output::local_time(e.time),
+        e.reason,
+        e.location,
+        e.ifname,
+        e.ifindex,
+        e.netns,
+        e.cpu,
+        e.pid,
+        e.comm
     );
     let mut l2 = String::from("  ");
     if let (Some(s), Some(d)) = (&e.src_mac, &e.dst_mac) {

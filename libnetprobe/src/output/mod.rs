@@ -1,29 +1,67 @@
-//! Output in one place: text tables, headers, clocks and JSON lines.
-use serde::Serialize;
-use std::io::Write;
+//! Output in one place: text tables, headers, local time, JSON lines, and the interval
+//! envelope every summary tool's JSON uses. Every write reports its failure: a full disk
+//! is an error, never a silent exit 0 (a closed pipe ends the process quietly, by SIGPIPE).
+use crate::error::{Error, Result};
+use serde::{Serialize, Serializer};
+use std::io::{BufWriter, Stdout, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod drop;
 pub mod table;
 pub use table::Table;
 
-/// Prints one JSON object on one line of stdout.
-pub fn json_line<T: Serialize>(value: &T) {
-    match serde_json::to_string(value) {
-        Ok(s) => {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{s}");
-            let _ = out.flush();
-        }
-        Err(e) => eprintln!("netprobe: cannot encode JSON: {e}"),
+/// Buffered stdout: callers write a batch (an interval report, a poll's events) and flush
+/// once, so a busy stream costs one write per batch, not per line.
+pub struct Out {
+    w: BufWriter<Stdout>,
+}
+
+impl Default for Out {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-/// Prints text to stdout and flushes, so output shows up promptly through pipes.
-pub fn text(s: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(s.as_bytes());
-    let _ = out.flush();
+impl Out {
+    /// Stdout with a 64 KiB buffer.
+    pub fn new() -> Self {
+        Self {
+            w: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+        }
+    }
+
+    /// Appends one JSON object on one line.
+    pub fn json<T: Serialize>(&mut self, value: &T) -> Result<()> {
+        serde_json::to_writer(&mut self.w, value).map_err(|e| match e.io_error_kind() {
+            Some(_) => Error::Output(e.into()),
+            None => Error::Output(std::io::Error::other(e)),
+        })?;
+        self.w.write_all(b"\n").map_err(Error::Output)
+    }
+
+    /// Appends text.
+    pub fn text(&mut self, s: &str) -> Result<()> {
+        self.w.write_all(s.as_bytes()).map_err(Error::Output)
+    }
+
+    /// Writes what is buffered.
+    pub fn flush(&mut self) -> Result<()> {
+        self.w.flush().map_err(Error::Output)
+    }
+}
+
+/// Prints one JSON object on one line of stdout, now.
+pub fn json_line<T: Serialize>(value: &T) -> Result<()> {
+    let mut out = Out::new();
+    out.json(value)?;
+    out.flush()
+}
+
+/// Prints text to stdout, now.
+pub fn text(s: &str) -> Result<()> {
+    let mut out = Out::new();
+    out.text(s)?;
+    out.flush()
 }
 
 /// Local time as `YYYY-MM-DD HH:MM:SS.mmm`.
@@ -48,38 +86,12 @@ pub fn local_time(t: SystemTime) -> String {
     )
 }
 
-/// Converts `bpf_ktime_get_ns()` timestamps (CLOCK_MONOTONIC) to wall-clock time.
-#[derive(Debug, Clone, Copy)]
-pub struct WallClock {
-    offset_ns: i128,
-}
-
-impl WallClock {
-    /// Samples both clocks now.
-    pub fn new() -> Self {
-        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
-            .unwrap_or(0);
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as i128;
-        Self {
-            offset_ns: wall - mono,
-        }
-    }
-
-    /// Wall-clock time of a monotonic timestamp.
-    pub fn wall(&self, mono_ns: u64) -> SystemTime {
-        let ns = (mono_ns as i128 + self.offset_ns).max(0) as u128;
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    }
-}
-
-impl Default for WallClock {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Serializes a `SystemTime` as [`local_time`] (for `#[serde(serialize_with)]`).
+pub fn serialize_local_time<S: Serializer>(
+    t: &SystemTime,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&local_time(*t))
 }
 
 /// The header line of an interval report.
@@ -89,4 +101,42 @@ pub fn interval_header(tool: &str, interval: Duration, now: SystemTime) -> Strin
         local_time(now),
         interval.as_secs_f64()
     )
+}
+
+/// An interval report as one JSON object (`"type": "interval"`), around any set's report.
+#[derive(Debug, Serialize)]
+pub struct Interval<'a, R> {
+    /// Always `interval`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Tool name.
+    pub tool: &'a str,
+    /// Local time at the end of the interval.
+    #[serde(serialize_with = "serialize_local_time")]
+    pub time: SystemTime,
+    /// Interval length, seconds.
+    pub interval_s: f64,
+    /// True for the report printed at exit.
+    #[serde(rename = "final")]
+    pub last: bool,
+    /// Attach plan in use.
+    pub probe: &'a str,
+    /// The set's report (flattened).
+    #[serde(flatten)]
+    pub report: &'a R,
+}
+
+/// The last line of an event stream (`"type": "summary"`).
+#[derive(Debug, Serialize)]
+pub struct StreamEnd<'a> {
+    /// Always `summary`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Tool name.
+    pub tool: &'a str,
+    /// Events reported.
+    pub events: u64,
+    /// What went wrong in BPF over the whole run.
+    #[serde(flatten)]
+    pub stats: crate::kit::BpfStats,
 }

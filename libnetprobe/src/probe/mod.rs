@@ -152,7 +152,7 @@ impl Plan {
                     .iter()
                     .map(|(cand, why)| format!("{}: {why}", cand.label()))
                     .collect();
-                return Err(Error::env(format!(
+                return Err(Error::missing(format!(
                     "kernel lacks every way to observe '{}' ({}); run netprobe_check for details",
                     c.point,
                     why.join("; ")
@@ -183,7 +183,7 @@ impl Plan {
             let prog = object
                 .progs_mut()
                 .find(|p| p.name() == cand.program)
-                .ok_or_else(|| Error::env(format!("program {} missing", cand.program)))?;
+                .ok_or_else(|| Error::missing(format!("program {} missing", cand.program)))?;
             let link = match cand.kind {
                 ProbeKind::Kprobe => prog.attach_kprobe(false, cand.target),
                 _ => prog.attach(),

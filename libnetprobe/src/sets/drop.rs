@@ -1,29 +1,41 @@
 //! Drop probe set: `kfree_skb` drops (never normal frees), counted in the kernel by
 //! (reason, location, device, flow) for summaries, or reported one by one for details.
-use crate::error::{Context, Error, Result};
+use crate::clock::WallClock;
+use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::kernel::netns::IfNames;
 use crate::kernel::{DropReasons, KernelEnv};
-use crate::output::WallClock;
+use crate::kit::{
+    self, BpfStats, EventRing, KitConfig, LoadSpec, LoadedSet, ProbeSet, StackMode, StackPolicy,
+};
 use crate::probe::{Candidate, Plan, ProbeKind, ProbePoint};
+use crate::run::{EventSource, IntervalSource};
 use crate::sets::flow::FlowView;
 use crate::skel::drop::{types, DropSkel, DropSkelBuilder};
-use crate::symbol::{base_name, kallsyms_range, strip_tracing_frames, Frame, KernelSymbolizer};
+use crate::symbol::kallsyms_range;
 use clap::ValueEnum;
-use crossbeam_channel::{Receiver, Sender};
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::mem::MaybeUninit;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 // SAFETY: these are plain C structs generated from bpf/include/drop.h; any bytes are valid.
 unsafe impl plain::Plain for types::drop_key {}
 unsafe impl plain::Plain for types::drop_value {}
 unsafe impl plain::Plain for types::drop_stack_key {}
 unsafe impl plain::Plain for types::drop_event {}
-unsafe impl plain::Plain for types::np_stats {}
+unsafe impl plain::Plain for types::np_kit_config {}
+
+/// The drop probe set.
+pub struct DropSet;
+
+impl ProbeSet for DropSet {
+    const NAME: &'static str = "drop";
+    const ABOUT: &'static str = "packet drops (kfree_skb) with reason, location, device and flow";
+
+    fn probe_points() -> Vec<ProbePoint> {
+        probe_points()
+    }
+}
 
 /// The drop probe point: tp_btf first, classic tracepoint as fallback.
 pub fn probe_points() -> Vec<ProbePoint> {
@@ -54,8 +66,18 @@ pub enum Mode {
     Details,
 }
 
+impl Mode {
+    fn bpf(self) -> types::drop_mode {
+        match self {
+            Mode::Summary => types::drop_mode::DROP_MODE_SUMMARY,
+            Mode::Details => types::drop_mode::DROP_MODE_DETAILS,
+        }
+    }
+}
+
 /// EtherType classes (`eth_drop --type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+#[value(rename_all = "snake_case")]
 pub enum EthType {
     /// Every frame.
     #[default]
@@ -70,6 +92,8 @@ pub enum EthType {
     Ipv6,
     /// LLDP.
     Lldp,
+    /// 802.3x flow control (pause frames, EtherType 0x8808).
+    FlowControl,
     /// Spanning tree BPDUs (802.2 LLC, DSAP 0x42).
     Stp,
     /// Anything else.
@@ -77,29 +101,35 @@ pub enum EthType {
 }
 
 impl EthType {
-    fn code(self) -> u8 {
+    fn bpf(self) -> types::drop_eth_class {
+        use types::drop_eth_class as C;
         match self {
-            EthType::All => 0,
-            EthType::Arp => 1,
-            EthType::Rarp => 2,
-            EthType::Ipv4 => 3,
-            EthType::Ipv6 => 4,
-            EthType::Lldp => 5,
-            EthType::Stp => 6,
-            EthType::Other => 7,
+            EthType::All => C::DROP_ETH_ALL,
+            EthType::Arp => C::DROP_ETH_ARP,
+            EthType::Rarp => C::DROP_ETH_RARP,
+            EthType::Ipv4 => C::DROP_ETH_IPV4,
+            EthType::Ipv6 => C::DROP_ETH_IPV6,
+            EthType::Lldp => C::DROP_ETH_LLDP,
+            EthType::FlowControl => C::DROP_ETH_FLOW_CONTROL,
+            EthType::Stp => C::DROP_ETH_STP,
+            EthType::Other => C::DROP_ETH_OTHER,
         }
+    }
+
+    /// Can a frame of this class carry IP (and so match an address, port or protocol filter)?
+    pub fn carries_ip(self) -> bool {
+        matches!(self, EthType::All | EthType::Ipv4 | EthType::Ipv6)
     }
 }
 
-/// What a summary counts drops by.
+/// What a summary counts drops by, besides reason and device. With
+/// [`StackMode::EveryEvent`] stacks the stack is part of the key too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyBy {
     /// The drop location (the caller of kfree_skb).
     pub location: bool,
     /// The full flow (addresses, ports); otherwise only the EtherType.
     pub flow: bool,
-    /// The whole stack: every drop walks its stack (costly; `trace_net_drop --bt`).
-    pub stack: bool,
 }
 
 /// What a summary's entries are keyed by (`--group-by`).
@@ -120,10 +150,21 @@ impl GroupBy {
         KeyBy {
             location: self != GroupBy::Fivetuple,
             flow: self != GroupBy::Stack,
-            stack: false,
         }
     }
 }
+
+/// Kernel functions whose kfree_skb is a normal free, not a drop, on kernels without drop
+/// reasons (the seed tool's "normal free" filter, done in BPF here).
+pub const NORMAL_FREE_CALLERS: [&str; 7] = [
+    "icmp_rcv",
+    "tcp_v4_rcv",
+    "tcp_v4_do_rcv",
+    "skb_release_data",
+    "__kfree_skb",
+    "tcp_recvmsg",
+    "sk_stream_kill_queues",
+];
 
 /// How to configure the drop set.
 #[derive(Debug, Clone)]
@@ -142,16 +183,17 @@ pub struct DropOptions {
     pub eth_type: EthType,
     /// Only frames with this VLAN id.
     pub vlan_id: Option<u16>,
-    /// Walk kernel stacks at all.
-    pub stacks: bool,
-    /// Summary: besides the first drop of each key, walk the stack on 1 in N drops (0 = never).
-    pub stack_sample: u32,
-    /// Summary: at most this many sampled walks per interval.
-    pub stack_budget: u32,
+    /// Leave out normal frees (SKB_CONSUMED; the known callers on kernels without reasons).
+    pub normal_filter: bool,
+    /// How stacks are walked (summary: sampled by default; [`StackMode::EveryEvent`] keys
+    /// entries by stack).
+    pub stacks: StackPolicy,
     /// Summary key.
     pub key: KeyBy,
     /// Summary map size (distinct keys per interval).
     pub max_entries: u32,
+    /// Rate limit and ring wakeups (details).
+    pub kit: KitConfig,
 }
 
 impl DropOptions {
@@ -165,71 +207,79 @@ impl DropOptions {
             skip_func: None,
             eth_type: EthType::All,
             vlan_id: None,
-            stacks: true,
-            stack_sample: 1000,
-            stack_budget: 1000,
+            normal_filter: true,
+            stacks: StackPolicy::sampled(1000, 1000),
             key: KeyBy {
                 location: true,
                 flow: true,
-                stack: false,
             },
             max_entries: 10240,
+            kit: KitConfig::default(),
+        }
+    }
+
+    /// Defaults for details: one event per drop with its stack, at most
+    /// [`kit::DEFAULT_MAX_EVENTS_PER_SEC`] events per second.
+    pub fn details(filter: Filter) -> Self {
+        Self {
+            mode: Mode::Details,
+            stacks: StackPolicy::every_event(),
+            ..Self::summary(filter)
         }
     }
 
     /// Applies a `--group-by` choice: its key, and no stacks when locations are merged.
     pub fn group_by(&mut self, g: GroupBy) {
         self.key = g.key();
-        self.stacks = g != GroupBy::Fivetuple;
+        if g == GroupBy::Fivetuple {
+            self.stacks = StackPolicy::off();
+        }
     }
 
     /// One line saying how stacks are collected, for report headers and JSON.
     pub fn stack_note(&self) -> String {
-        if !self.stacks {
-            "stacks: off; counts exact".to_string()
-        } else if self.key.stack {
-            "stacks: walked for every drop (keyed by stack); counts exact".to_string()
-        } else {
-            format!(
-                "stacks: first drop of each entry, then 1 in {} (max {} walks/interval); counts exact",
-                self.stack_sample, self.stack_budget
-            )
+        match (self.mode, self.stacks.mode()) {
+            (Mode::Summary, StackMode::EveryEvent) => {
+                "stacks: walked for every drop (keyed by stack); counts exact".into()
+            }
+            (Mode::Summary, StackMode::Sampled { every, budget }) => format!(
+                "stacks: first drop of each entry, then 1 in {every} (max {budget} walks/interval); counts exact"
+            ),
+            _ => self.stacks.describe(),
         }
     }
 
-    /// Defaults for details: one event per drop with its stack.
-    pub fn details(filter: Filter) -> Self {
-        Self {
-            mode: Mode::Details,
-            ..Self::summary(filter)
+    /// Rejects option combinations no packet can satisfy.
+    pub fn validate(&self) -> Result<()> {
+        let f = &self.filter;
+        let ip_filter = f.src.is_some()
+            || f.dst.is_some()
+            || f.src_port.is_some()
+            || f.dst_port.is_some()
+            || f.l4 != crate::filter::L4Protocol::All;
+        if ip_filter && !self.eth_type.carries_ip() {
+            return Err(Error::usage(format!(
+                "--type {} conflicts with IP address/port/protocol filters: such frames carry no IP",
+                self.eth_type
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            )));
         }
-    }
-}
-
-/// Counters of things that went wrong in BPF.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct DropStats {
-    /// Events that did not fit in the ring buffer.
-    pub lost_events: u64,
-    /// Keys that did not fit in a full map.
-    pub map_full: u64,
-    /// Failed stack walks (e.g. stack map full or hash collision).
-    pub stack_errors: u64,
-    /// Sampled walks skipped because the interval's budget was used up.
-    pub stacks_skipped: u64,
-    /// Drops that passed the filters.
-    pub seen: u64,
-}
-
-impl DropStats {
-    fn minus(self, o: DropStats) -> DropStats {
-        DropStats {
-            lost_events: self.lost_events.saturating_sub(o.lost_events),
-            map_full: self.map_full.saturating_sub(o.map_full),
-            stack_errors: self.stack_errors.saturating_sub(o.stack_errors),
-            stacks_skipped: self.stacks_skipped.saturating_sub(o.stacks_skipped),
-            seen: self.seen.saturating_sub(o.seen),
+        let family = |net: &Option<crate::filter::IpNet>| net.map(|n| n.addr.is_ipv4());
+        for fam in [family(&f.src), family(&f.dst)].into_iter().flatten() {
+            if (self.eth_type == EthType::Ipv4 && !fam) || (self.eth_type == EthType::Ipv6 && fam) {
+                return Err(Error::usage(
+                    "--type and the --src-ip/--dst-ip address family conflict: no frame can match",
+                ));
+            }
         }
+        for (flag, func) in [("--match", &self.match_func), ("--filter", &self.skip_func)] {
+            if func.as_deref().is_some_and(|f| f.trim().is_empty()) {
+                return Err(Error::usage(format!("{flag}: empty function name")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -277,14 +327,11 @@ pub struct DropSummary {
     pub entries: Vec<DropEntry>,
     /// Sum of all counts.
     pub total: u64,
-    /// Ring-buffer reserve failures this interval.
-    pub lost_events: u64,
-    /// Map-full updates this interval.
-    pub map_full: u64,
-    /// Failed stack walks this interval.
-    pub stack_errors: u64,
-    /// Sampled walks skipped for the budget this interval.
-    pub stacks_skipped: u64,
+    /// How stacks were collected.
+    pub stack_sampling: String,
+    /// What went wrong in BPF this interval, and what the programs cost.
+    #[serde(flatten)]
+    pub stats: BpfStats,
 }
 
 /// LLC header of an 802.3 frame.
@@ -315,8 +362,9 @@ pub struct Icmp {
 /// One dropped packet (details mode).
 #[derive(Debug, Clone, Serialize)]
 pub struct DropEvent {
-    /// Local wall-clock time.
-    pub time: String,
+    /// Wall-clock time of the drop.
+    #[serde(serialize_with = "crate::output::serialize_local_time")]
+    pub time: SystemTime,
     /// CLOCK_MONOTONIC timestamp, ns.
     pub timestamp_ns: u64,
     /// CPU that dropped it.
@@ -418,33 +466,30 @@ fn flow_view(f: &types::np_flow) -> FlowView {
 
 /// A loaded and attached drop probe set.
 pub struct DropProbe {
-    skel: DropSkel<'static>,
-    _links: Vec<Link>,
-    plan: Plan,
+    set: LoadedSet<DropSkel<'static>>,
     opts: DropOptions,
     reasons: DropReasons,
-    symbolizer: KernelSymbolizer,
     ifnames: IfNames,
     clock: WallClock,
-    stats_prev: DropStats,
-    stacks: HashMap<i32, Vec<String>>,
-    ring: Option<RingBuffer<'static>>,
-    rx: Option<Receiver<types::drop_event>>,
+    ring: Option<EventRing<types::drop_event>>,
 }
 
-fn func_range(flag: &str, func: &Option<String>) -> Result<(u64, u64)> {
+fn func_range(flag: &str, func: &Option<String>) -> Result<types::drop_range> {
     match func {
-        None => Ok((0, 0)),
-        Some(f) => kallsyms_range(f).map_err(|e| match e {
-            Error::Usage(m) => Error::usage(format!("{flag} {f}: {m}")),
-            other => other,
-        }),
+        None => Ok(types::drop_range::default()),
+        Some(f) => kallsyms_range(f)
+            .map(|(start, end)| types::drop_range { start, end })
+            .map_err(|e| match e {
+                Error::Usage(m) => Error::usage(format!("{flag} {f}: {m}")),
+                other => other,
+            }),
     }
 }
 
 impl DropProbe {
     /// Resolves names, chooses the plan, writes the config, loads and attaches.
     pub fn open(opts: DropOptions, env: &KernelEnv) -> Result<Self> {
+        opts.validate()?;
         let plan = Self::plan(env);
         plan.require()?;
         let reason = match &opts.reason {
@@ -452,13 +497,15 @@ impl DropProbe {
             Some(name) => {
                 if !env.reasons.available {
                     return Err(Error::usage(format!(
-                        "--reason {name}: this kernel reports no drop reasons (needs 5.17+)"
+                        "--reason {}: this kernel reports no drop reasons (needs 5.17+)",
+                        crate::cli::quote(name)
                     )));
                 }
                 Some(env.reasons.value(name).ok_or_else(|| {
                     let names: Vec<&str> = env.reasons.names().take(12).collect();
                     Error::usage(format!(
-                        "--reason {name}: unknown drop reason on this kernel (e.g. {}, ...)",
+                        "--reason {}: unknown drop reason on this kernel (e.g. {}, ...)",
+                        crate::cli::quote(name),
                         names.join(", ")
                     ))
                 })?)
@@ -466,216 +513,122 @@ impl DropProbe {
         };
         let matched = func_range("--match", &opts.match_func)?;
         let skipped = func_range("--filter", &opts.skip_func)?;
-
-        let storage = Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = DropSkelBuilder::default()
-            .open(storage)
-            .context(|| "open drop BPF object".into())?;
-        plan.apply(open.open_object_mut());
-        let ro = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| Error::env("drop BPF object has no .rodata"))?;
-        crate::write_np_filter!(ro.np_filter, &opts.filter);
-        let cfg = &mut ro.drop_cfg;
-        cfg.mode = if opts.mode == Mode::Details { 1 } else { 0 };
-        if let Some(r) = reason {
-            cfg.has_reason_filter = 1;
-            cfg.reason = r;
+        let mut normal = [types::drop_range::default(); 8];
+        if !env.reasons.available {
+            let found = NORMAL_FREE_CALLERS
+                .iter()
+                .filter_map(|f| kallsyms_range(f).ok());
+            for (slot, (start, end)) in normal.iter_mut().zip(found) {
+                *slot = types::drop_range { start, end };
+            }
         }
-        (cfg.loc_match_start, cfg.loc_match_end) = matched;
-        (cfg.loc_skip_start, cfg.loc_skip_end) = skipped;
-        cfg.eth_class = opts.eth_type.code();
-        if let Some(v) = opts.vlan_id {
-            cfg.has_vlan_filter = 1;
-            cfg.vlan_id = v;
-        }
-        cfg.stacks = u8::from(opts.stacks);
-        cfg.stack_sample = opts.stack_sample;
-        cfg.stack_budget = opts.stack_budget;
-        cfg.key_location = u8::from(opts.key.location);
-        cfg.key_flow = u8::from(opts.key.flow);
-        cfg.key_stack = u8::from(opts.key.stack);
-        let entries = opts.max_entries.max(1);
-        if opts.mode == Mode::Summary {
-            open.maps
-                .drop_counts
-                .set_max_entries(entries)
-                .context(|| "size drop_counts".into())?;
-            open.maps
-                .drop_stacks
-                .set_max_entries(entries)
-                .context(|| "size drop_stacks".into())?;
-            open.maps
-                .events
-                .set_max_entries(4096)
-                .context(|| "size events".into())?;
-        } else {
-            open.maps
-                .drop_counts
-                .set_max_entries(1)
-                .context(|| "size drop_counts".into())?;
-            open.maps
-                .drop_stacks
-                .set_max_entries(1)
-                .context(|| "size drop_stacks".into())?;
-        }
-        if !opts.stacks {
-            open.maps
-                .stack_traces
-                .set_max_entries(1)
-                .context(|| "size stack_traces".into())?;
-        }
-        crate::bpf_log::clear();
-        let skel = open.load().map_err(|e| {
-            Error::env(format!(
-                "loading the drop programs ({}) failed: {e}; {}",
-                plan.summary(),
-                crate::bpf_log::explain()
-            ))
-        })?;
-        let links = plan.attach(skel.object())?;
-
-        let mut probe = Self {
-            skel,
-            _links: links,
+        let summary = opts.mode == Mode::Summary;
+        let entries = if summary { opts.max_entries.max(1) } else { 1 };
+        let spec = LoadSpec {
+            set: DropSet::NAME,
             plan,
+            // Details carry their stacks in the events; only summaries use the stack map.
+            stacks: if summary {
+                opts.stacks
+            } else {
+                StackPolicy::off()
+            },
+            kit: &opts.kit,
+        };
+        let set = kit::load(DropSkelBuilder::default(), spec, |open, kit_cfg| {
+            let ro = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| Error::MissingMap("drop .rodata".into()))?;
+            crate::write_np_filter!(ro.np_filter, &opts.filter);
+            kit_cfg.write(&mut ro.np_kit);
+            let cfg = &mut ro.drop_cfg;
+            cfg.mode = opts.mode.bpf();
+            if let Some(r) = reason {
+                cfg.has_reason_filter = 1;
+                cfg.reason = r;
+            }
+            cfg.loc_match = matched;
+            cfg.loc_skip = skipped;
+            cfg.normal = normal;
+            cfg.normal_filter = u8::from(opts.normal_filter);
+            cfg.eth_class = opts.eth_type.bpf();
+            if let Some(v) = opts.vlan_id {
+                cfg.has_vlan_filter = 1;
+                cfg.vlan_id = v;
+            }
+            cfg.stacks = types::np_stack_mode(opts.stacks.bpf_mode().0);
+            if let StackMode::Sampled { every, budget } = opts.stacks.mode() {
+                cfg.stack_sample = every;
+                cfg.stack_budget = budget;
+            }
+            cfg.key_location = u8::from(opts.key.location);
+            cfg.key_flow = u8::from(opts.key.flow);
+            use crate::error::Context;
+            open.maps
+                .drop_counts
+                .set_max_entries(entries)
+                .context(|| "size drop_counts".into())?;
+            open.maps
+                .drop_stacks
+                .set_max_entries(entries)
+                .context(|| "size drop_stacks".into())?;
+            if summary {
+                open.maps
+                    .events
+                    .set_max_entries(4096)
+                    .context(|| "size events".into())?;
+            }
+            Ok(())
+        })?;
+        let ring = if summary {
+            None
+        } else {
+            Some(EventRing::new(&set.skel.maps.events)?)
+        };
+        Ok(Self {
+            set,
             ifnames: IfNames::new(opts.filter.netns.as_ref()),
             opts,
             reasons: env.reasons.clone(),
-            symbolizer: KernelSymbolizer::new(),
             clock: WallClock::new(),
-            stats_prev: DropStats::default(),
-            stacks: HashMap::new(),
-            ring: None,
-            rx: None,
-        };
-        if probe.opts.mode == Mode::Details {
-            probe.start_ring()?;
-        }
-        Ok(probe)
+            ring,
+        })
     }
 
     /// The attach plan this kernel gets, without loading anything.
     pub fn plan(env: &KernelEnv) -> Plan {
-        Plan::choose(
-            &probe_points(),
-            &env.features,
-            &env.btf,
-            env.tracefs.as_deref(),
-        )
+        DropSet::plan(env)
     }
 
     /// The plan in use.
     pub fn chosen_plan(&self) -> &Plan {
-        &self.plan
+        &self.set.plan
     }
 
-    fn start_ring(&mut self) -> Result<()> {
-        let (tx, rx): (Sender<types::drop_event>, _) = crossbeam_channel::unbounded();
-        let mut builder = RingBufferBuilder::new();
-        builder
-            .add(&self.skel.maps.events, move |data: &[u8]| {
-                let mut ev = types::drop_event::default();
-                if plain::copy_from_bytes(&mut ev, data).is_ok() {
-                    let _ = tx.send(ev);
-                }
-                0
-            })
-            .context(|| "ring buffer".into())?;
-        self.ring = Some(builder.build().context(|| "ring buffer".into())?);
-        self.rx = Some(rx);
-        Ok(())
+    /// The options the set was opened with.
+    pub fn options(&self) -> &DropOptions {
+        &self.opts
     }
 
     /// Waits up to `timeout` for details events and returns them decoded.
     pub fn poll_events(&mut self, timeout: Duration) -> Result<Vec<DropEvent>> {
-        if let Some(ring) = &self.ring {
-            if let Err(e) = ring.poll(timeout) {
-                if e.kind() != libbpf_rs::ErrorKind::Interrupted {
-                    return Err(Error::Bpf {
-                        context: "poll ring buffer".into(),
-                        source: e,
-                    });
-                }
+        let raw = match &mut self.ring {
+            Some(ring) => ring.poll(timeout)?,
+            None => {
+                std::thread::sleep(timeout);
+                Vec::new()
             }
-        } else {
-            std::thread::sleep(timeout);
-        }
-        let raw: Vec<types::drop_event> = match &self.rx {
-            Some(rx) => rx.try_iter().collect(),
-            None => Vec::new(),
         };
         Ok(raw.iter().map(|e| self.decode_event(e)).collect())
     }
 
-    /// Symbolized stack of a stack id. Ids are stable (a stack map never moves a stack), so
-    /// they are cached; the map is only emptied when it overflows (see `maintain_stacks`).
-    fn stack(&mut self, id: i32) -> Vec<String> {
-        if id < 0 {
-            return Vec::new();
-        }
-        if let Some(s) = self.stacks.get(&id) {
-            return s.clone();
-        }
-        let addrs: Vec<u64> = match self
-            .skel
-            .maps
-            .stack_traces
-            .lookup(&id.to_ne_bytes(), MapFlags::ANY)
-        {
-            Ok(Some(bytes)) => bytes
-                .chunks_exact(8)
-                .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
-                .take_while(|a| *a != 0)
-                .collect(),
-            _ => return Vec::new(),
-        };
-        let mut frames = self.symbolizer.frames(&addrs);
-        strip_tracing_frames(&mut frames);
-        let out: Vec<String> = frames.iter().map(Frame::to_string).collect();
-        self.stacks.insert(id, out.clone());
-        out
-    }
-
-    /// Empties the stack map (and the cache) after walks failed, so new stacks fit again.
-    fn maintain_stacks(&mut self, errors: u64) {
-        if errors == 0 {
-            return;
-        }
-        let ids: Vec<Vec<u8>> = self.skel.maps.stack_traces.keys().collect();
-        for id in ids {
-            let _ = self.skel.maps.stack_traces.delete(&id);
-        }
-        self.stacks.clear();
-    }
-
-    fn location(&mut self, addr: u64) -> (String, String) {
-        if addr == 0 {
-            return ("-".into(), "-".into());
-        }
-        let f = self.symbolizer.frame(addr);
-        let func = if f.func.is_empty() {
-            f.to_string()
-        } else {
-            base_name(&f.func).to_string()
-        };
-        (f.to_string(), func)
-    }
-
     fn decode_event(&mut self, e: &types::drop_event) -> DropEvent {
         let p = &e.pkt;
-        let (location, location_func) = self.location(e.location);
+        let (location, location_func) = self.set.location(e.location);
         let flow = flow_view(&p.flow);
-        let stack = self.stack(e.stack_id);
-        if e.stack_id >= 0 {
-            let _ = self
-                .skel
-                .maps
-                .stack_traces
-                .delete(&e.stack_id.to_ne_bytes());
-        }
+        let stack = kit::stacks::event_stack(&mut self.set.symbols, &e.stack.ips, e.stack.depth);
         let ifname = {
             let n = cstr(&e.ifname);
             if n.is_empty() {
@@ -684,9 +637,10 @@ impl DropProbe {
                 n
             }
         };
-        let ip = matches!(p.flow.l3, 4 | 6);
+        let l3 = p.flow.l3 as u32;
+        let ip = l3 == types::np_l3::NP_L3_IPV4.0 || l3 == types::np_l3::NP_L3_IPV6.0;
         DropEvent {
-            time: crate::output::local_time(self.clock.wall(e.ts_ns)),
+            time: self.clock.wall(e.ts_ns),
             timestamp_ns: e.ts_ns,
             cpu: e.cpu,
             pid: e.pid,
@@ -707,7 +661,7 @@ impl DropProbe {
                 ssap: p.llc_ssap,
                 ctrl: p.llc_ctrl,
             }),
-            ip_id: (p.flow.l3 == 4).then_some(p.ip_id),
+            ip_id: (l3 == types::np_l3::NP_L3_IPV4.0).then_some(p.ip_id),
             ttl: ip.then_some(p.ttl),
             tcp_flags: (ip && p.flow.l4proto == 6).then(|| tcp_flags(p.tcp_flags)),
             icmp: (ip && matches!(p.flow.l4proto, 1 | 58)).then_some(Icmp {
@@ -716,7 +670,7 @@ impl DropProbe {
                 id: p.icmp_id,
                 seq: p.icmp_seq,
             }),
-            arp_op: (p.flow.l3 == 8).then_some(p.arp_op),
+            arp_op: (l3 == types::np_l3::NP_L3_ARP.0).then_some(p.arp_op),
             len: p.len,
             pkt_type: p.pkt_type,
             flow,
@@ -724,77 +678,19 @@ impl DropProbe {
         }
     }
 
-    /// Cumulative BPF-side counters, summed over CPUs.
-    pub fn stats(&self) -> DropStats {
-        let mut s = DropStats::default();
-        if let Ok(Some(per_cpu)) = self
-            .skel
-            .maps
-            .stats
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-        {
-            for bytes in per_cpu {
-                let mut v = types::np_stats::default();
-                if plain::copy_from_bytes(&mut v, &bytes).is_ok() {
-                    s.lost_events += v.lost_events;
-                    s.map_full += v.map_full;
-                    s.stack_errors += v.stack_errors;
-                    s.stacks_skipped += v.stacks_skipped;
-                    s.seen += v.seen;
-                }
-            }
-        }
-        s
-    }
-
-    /// Counters since the previous call.
-    pub fn stats_delta(&mut self) -> DropStats {
-        let now = self.stats();
-        let d = now.minus(self.stats_prev);
-        self.stats_prev = now;
-        self.maintain_stacks(d.stack_errors);
-        d
-    }
-
-    fn drain_map<K: plain::Plain + Default, V: plain::Plain + Default>(
-        map: &libbpf_rs::MapMut<'_>,
-    ) -> Vec<(K, V)> {
-        let keys: Vec<Vec<u8>> = map.keys().collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            let val = match map.lookup_and_delete(&k) {
-                Ok(Some(v)) => Some(v),
-                // Kernels before 5.14 cannot lookup_and_delete on hash maps.
-                Ok(None) => None,
-                Err(_) => {
-                    let v = map.lookup(&k, MapFlags::ANY).ok().flatten();
-                    let _ = map.delete(&k);
-                    v
-                }
-            };
-            let Some(v) = val else { continue };
-            let (mut key, mut value) = (K::default(), V::default());
-            if plain::copy_from_bytes(&mut key, &k).is_ok()
-                && plain::copy_from_bytes(&mut value, &v).is_ok()
-            {
-                out.push((key, value));
-            }
-        }
-        out
+    /// BPF-side counters since the previous call.
+    pub fn stats_delta(&mut self) -> BpfStats {
+        self.set.stats.delta()
     }
 
     /// Reads and clears this interval's counts; symbolizes locations and stacks.
     pub fn drain_summary(&mut self) -> Result<DropSummary> {
         let counts: Vec<(types::drop_key, types::drop_value)> =
-            Self::drain_map(&self.skel.maps.drop_counts);
+            kit::drain(&self.set.skel.maps.drop_counts)?;
         let samples: Vec<(types::drop_stack_key, u64)> =
-            Self::drain_map(&self.skel.maps.drop_stacks);
-        let _ = self.skel.maps.stack_budget_used.update(
-            &0u32.to_ne_bytes(),
-            &0u64.to_ne_bytes(),
-            MapFlags::ANY,
-        );
-        let stats = self.stats_delta();
+            kit::drain(&self.set.skel.maps.drop_stacks)?;
+        kit::reset_u64(&self.set.skel.maps.stack_budget_used)?;
+        let stats = self.set.stats.delta();
 
         let key_bytes = |k: &types::drop_key| -> Vec<u8> {
             // SAFETY: drop_key is a plain C struct.
@@ -822,12 +718,12 @@ impl DropProbe {
             sampled.sort_by_key(|s| std::cmp::Reverse(s.1));
             let mut stacks = Vec::new();
             for (id, hits) in sampled {
-                let frames = self.stack(id);
+                let frames = self.set.stacks.frames(&mut self.set.symbols, id);
                 if !frames.is_empty() {
                     stacks.push(StackSample { hits, frames });
                 }
             }
-            let (location, location_func) = self.location(k.location);
+            let (location, location_func) = self.set.location(k.location);
             entries.push(DropEntry {
                 count: v.count,
                 reason: self.reasons.name(k.reason),
@@ -842,14 +738,43 @@ impl DropProbe {
                 stacks,
             });
         }
+        // Only now, with this interval's stacks resolved, may a full stack map be emptied.
+        self.set.stacks.end_interval(stats.stack_errors);
         entries.sort_by(|a, b| b.count.cmp(&a.count).then(a.location.cmp(&b.location)));
         Ok(DropSummary {
             total: entries.iter().map(|e| e.count).sum(),
             entries,
-            lost_events: stats.lost_events,
-            map_full: stats.map_full,
-            stack_errors: stats.stack_errors,
-            stacks_skipped: stats.stacks_skipped,
+            stack_sampling: self.opts.stack_note(),
+            stats,
         })
+    }
+}
+
+impl IntervalSource for DropProbe {
+    type Report = DropSummary;
+
+    fn drain(&mut self) -> Result<DropSummary> {
+        self.drain_summary()
+    }
+
+    fn plan(&self) -> &Plan {
+        self.chosen_plan()
+    }
+}
+
+impl EventSource for DropProbe {
+    type Event = DropEvent;
+    const KIND: &'static str = "drop";
+
+    fn poll(&mut self, timeout: Duration) -> Result<Vec<DropEvent>> {
+        self.poll_events(timeout)
+    }
+
+    fn stats(&mut self) -> BpfStats {
+        self.stats_delta()
+    }
+
+    fn plan(&self) -> &Plan {
+        self.chosen_plan()
     }
 }

@@ -1,4 +1,11 @@
-//! Probe sets: one module per set. Each configures, loads and attaches its BPF programs and
-//! turns what they report into domain types.
+//! Probe sets: one module per set. Each configures, loads and attaches its BPF programs
+//! through [`crate::kit`] and turns what they report into domain types.
 pub mod drop;
 pub mod flow;
+
+use crate::kit::set::SetInfo;
+
+/// Every probe set of the library, for `netprobe_check`.
+pub fn all() -> Vec<SetInfo> {
+    vec![SetInfo::of::<drop::DropSet>()]
+}

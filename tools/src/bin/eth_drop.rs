@@ -1,7 +1,9 @@
 //! Per-drop details: every dropped frame that passes the in-kernel filters, decoded from L2 to L4.
 use clap::Parser;
-use libnetprobe::cli::{parse_args, parse_seconds, run_main, OutputArgs};
+use libnetprobe::cli::{parse_args, parse_duration, run_main, OutputArgs};
 use libnetprobe::filter::{Filter, FilterArgs};
+use libnetprobe::kit::StackPolicy;
+use libnetprobe::output::drop::event_text;
 use libnetprobe::sets::drop::{DropOptions, DropProbe, EthType};
 use libnetprobe::Result;
 use std::time::Duration;
@@ -30,8 +32,16 @@ struct Args {
     /// Do not walk kernel stacks
     #[arg(long)]
     no_stack_trace: bool,
+    /// Also report normal frees (SKB_CONSUMED; on kernels without drop reasons, frees from
+    /// the known normal-free callers)
+    #[arg(long)]
+    disable_normal_filter: bool,
+    /// At most this many events per second; drops above it are counted in the kernel and
+    /// reported as rate-limited (0: no limit)
+    #[arg(long, default_value_t = libnetprobe::kit::DEFAULT_MAX_EVENTS_PER_SEC, value_name = "N")]
+    max_events_per_sec: u64,
     /// Stop after this many seconds (default: run until Ctrl-C)
-    #[arg(short = 'd', long, value_parser = parse_seconds, value_name = "SECS")]
+    #[arg(short = 'd', long, value_parser = parse_duration, value_name = "SECS")]
     duration: Option<Duration>,
     #[command(flatten)]
     output: OutputArgs,
@@ -44,20 +54,22 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let filter = Filter::resolve(&args.filter)?;
-    let Some(env) = libnetprobe::tool::start(args.output.list_probes, DropProbe::plan)? else {
-        return Ok(());
-    };
     let mut opts = DropOptions::details(filter);
     opts.eth_type = args.eth_type;
     opts.vlan_id = args.vlan_id;
     opts.reason = args.reason.clone();
-    opts.stacks = !args.no_stack_trace;
+    opts.normal_filter = !args.disable_normal_filter;
+    opts.kit.max_events_per_sec = args.max_events_per_sec;
+    if args.no_stack_trace {
+        opts.stacks = StackPolicy::off();
+    }
+    opts.validate()?;
+    let Some(env) = libnetprobe::run::start(args.output.list_probes, DropProbe::plan)? else {
+        return Ok(());
+    };
     let mut probe = DropProbe::open(opts, &env)?;
-    libnetprobe::tool::run_drop_details(
-        TOOL,
-        &mut probe,
-        args.duration,
-        args.output.json,
-        args.verbose,
-    )
+    let verbose = args.verbose;
+    libnetprobe::run::run_events(TOOL, &mut probe, args.duration, args.output.json, |e| {
+        event_text(e, verbose)
+    })
 }

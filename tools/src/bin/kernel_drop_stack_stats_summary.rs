@@ -2,6 +2,7 @@
 use clap::Parser;
 use libnetprobe::cli::{parse_args, run_main, IntervalArgs, OutputArgs};
 use libnetprobe::filter::{Filter, FilterArgs};
+use libnetprobe::kit::StackPolicy;
 use libnetprobe::output::drop::{summary_text, SummaryStyle};
 use libnetprobe::sets::drop::{DropOptions, DropProbe, GroupBy};
 use libnetprobe::Result;
@@ -52,20 +53,23 @@ fn run(args: Args) -> Result<()> {
         return Err(libnetprobe::Error::usage("--top must be at least 1"));
     }
     let filter = Filter::resolve(&args.filter)?;
-    let Some(env) = libnetprobe::tool::start(args.output.list_probes, DropProbe::plan)? else {
-        return Ok(());
-    };
     let mut opts = DropOptions::summary(filter.clone());
     opts.reason = args.reason.clone();
     opts.max_entries = args.max_entries;
-    opts.stack_sample = args.stack_sample;
-    opts.stack_budget = args.stack_budget;
+    opts.stacks = StackPolicy::sampled(args.stack_sample, args.stack_budget);
     opts.group_by(args.group_by);
+    opts.validate()?;
+    let Some(env) = libnetprobe::run::start(args.output.list_probes, DropProbe::plan)? else {
+        return Ok(());
+    };
     let note = opts.stack_note();
     let mut probe = DropProbe::open(opts, &env)?;
+    let mut filters = filter.describe();
+    if let Some(r) = &args.reason {
+        filters.push_str(&format!(" reason={r}"));
+    }
     let header = format!(
-        "filter: {}  probe: {}  {note}",
-        filter.describe(),
+        "filter: {filters}  probe: {}  {note}",
         probe.chosen_plan().summary()
     );
     let style = SummaryStyle {
@@ -77,12 +81,11 @@ fn run(args: Args) -> Result<()> {
             args.frames
         },
     };
-    libnetprobe::tool::run_drop_summary(
+    libnetprobe::run::run_intervals(
         TOOL,
         &mut probe,
         &args.intervals,
         args.output.json,
-        &note,
-        |s, d| summary_text(TOOL, d, &header, s, style),
+        |s, i| summary_text(TOOL, i, &header, s, style),
     )
 }

@@ -1,12 +1,13 @@
-//! What this kernel offers netprobe, and which plan each tool would use here.
+//! What this kernel offers netprobe, and which plan each probe set would use here.
 use clap::Parser;
 use libnetprobe::cli::{parse_args, run_main};
-use libnetprobe::Result;
+use libnetprobe::{Error, Result};
 
 const TOOL: &str = "netprobe_check";
 
 /// Checks privileges, BTF, tracefs and every probe type (by trial load and attach), then shows
-/// for each tool whether it can run on this kernel and which probes it would use.
+/// for each probe set whether it can run on this kernel and which probes it would use. Exits 1
+/// when no set can run.
 #[derive(Debug, Parser)]
 #[command(name = TOOL, version)]
 struct Args {
@@ -23,9 +24,14 @@ fn main() {
 fn run(args: Args) -> Result<()> {
     let report = libnetprobe::check::CheckReport::collect()?;
     if args.json {
-        libnetprobe::output::json_line(&report);
+        libnetprobe::output::json_line(&report)?;
     } else {
-        libnetprobe::output::text(&report.render());
+        libnetprobe::output::text(&report.render())?;
+    }
+    if !report.any_can_run() {
+        return Err(Error::missing(
+            "no probe set can run on this kernel (see the report above)",
+        ));
     }
     Ok(())
 }

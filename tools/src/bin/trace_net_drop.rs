@@ -1,7 +1,10 @@
 //! dropwatch-style drop counts per kernel location (or per stack with --bt) every interval.
 use clap::Parser;
-use libnetprobe::cli::{parse_args, parse_seconds, run_main, IntervalArgs, OutputArgs};
+use libnetprobe::cli::{
+    parse_args, parse_duration, parse_interval, run_main, IntervalArgs, OutputArgs,
+};
 use libnetprobe::filter::{Filter, FilterArgs};
+use libnetprobe::kit::StackPolicy;
 use libnetprobe::output::drop::locations_text;
 use libnetprobe::sets::drop::{DropOptions, DropProbe, KeyBy};
 use libnetprobe::{Error, Result};
@@ -15,10 +18,10 @@ const TOOL: &str = "trace_net_drop";
 #[command(name = TOOL, version)]
 struct Args {
     /// Seconds between reports
-    #[arg(short = 'i', long, default_value = "1", value_parser = parse_seconds, value_name = "SECS")]
+    #[arg(short = 'i', long, default_value = "1", value_parser = parse_interval, value_name = "SECS")]
     interval: Duration,
     /// Stop after this many seconds (default: run until Ctrl-C)
-    #[arg(short = 'd', long, value_parser = parse_seconds, value_name = "SECS")]
+    #[arg(short = 'd', long, value_parser = parse_duration, value_name = "SECS")]
     duration: Option<Duration>,
     #[command(flatten)]
     filter: FilterArgs,
@@ -45,31 +48,29 @@ fn run(args: Args) -> Result<()> {
         return Err(Error::usage("--match and --filter cannot be used together"));
     }
     let filter = Filter::resolve(&args.filter)?;
-    let Some(env) = libnetprobe::tool::start(args.output.list_probes, DropProbe::plan)? else {
-        return Ok(());
-    };
     let mut opts = DropOptions::summary(filter);
     opts.match_func = args.r#match.clone();
     opts.skip_func = args.filter_func.clone();
     opts.key = KeyBy {
         location: true,
         flow: false,
-        stack: args.bt,
     };
-    opts.stacks = args.bt;
-    let note = opts.stack_note();
+    opts.stacks = if args.bt {
+        StackPolicy::every_event()
+    } else {
+        StackPolicy::off()
+    };
+    opts.validate()?;
+    let Some(env) = libnetprobe::run::start(args.output.list_probes, DropProbe::plan)? else {
+        return Ok(());
+    };
     let mut probe = DropProbe::open(opts, &env)?;
     let intervals = IntervalArgs {
         interval: args.interval,
         duration: args.duration,
     };
     let by_stack = args.bt;
-    libnetprobe::tool::run_drop_summary(
-        TOOL,
-        &mut probe,
-        &intervals,
-        args.output.json,
-        &note,
-        |s, d| locations_text(TOOL, d, s, by_stack),
-    )
+    libnetprobe::run::run_intervals(TOOL, &mut probe, &intervals, args.output.json, |s, i| {
+        locations_text(TOOL, i, s, by_stack)
+    })
 }

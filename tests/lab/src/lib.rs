@@ -1,14 +1,20 @@
-//! Shared helpers for the netprobe integration tests.
+//! **netprobe-lab**: the lab netprobe's integration tests and benchmarks share (dev only, never
+//! published; the library ships no test code).
 //!
-//! Every test file pulls this in with `mod common;` and uses a subset, hence
-//! the `dead_code` allowance. The helpers build real network labs (network
-//! namespaces joined by a veth pair, unread taps, nftables drop rules), inject
-//! traffic, read kernel counters and drive the tool binaries.
+//! It builds real network labs (network namespaces joined by a veth pair, unread taps,
+//! nftables drop rules), injects traffic, reads the kernel's own counters, runs tool
+//! processes until they are ready ([`ToolRun`]), and schedules interleaved A/B benchmark
+//! windows ([`bench`]).
 //!
-//! Everything that creates kernel state is owned by a guard whose `Drop`
-//! removes it, so namespaces, links and taps are cleaned up whether a test
-//! passes or panics. The tests need root; see [`require_root`].
-#![allow(dead_code)]
+//! Everything that creates kernel state is owned by a guard whose `Drop` removes it, so
+//! namespaces, links and taps are cleaned up whether a test passes or panics. Helpers that
+//! tests call panic with a clear message; [`ToolRun::try_start`] and friends return `Result`
+//! for callers (benchmarks) that handle failure themselves. The tests need root; see
+//! [`require_root`].
+pub mod bench;
+pub mod drops;
+pub use drops::{rx_stat64, Drops, UNKNOWN_ETHERTYPE};
+pub mod testkit;
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -348,7 +354,7 @@ pub struct Tap {
     pub name: String,
     /// Namespace the tap lives in.
     pub ns: String,
-    file: File,
+    _file: File,
 }
 
 impl Tap {
@@ -378,7 +384,7 @@ impl Tap {
         let tap = Tap {
             name: name.to_owned(),
             ns: ns.to_owned(),
-            file,
+            _file: file,
         };
         run_cmd(
             Command::new("ip").args(["link", "set", name, "netns", ns]),
@@ -467,6 +473,9 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The tool runner's readiness line (the same as `libnetprobe::session::READY_MARKER`).
+pub const READY_MARKER: &str = "netprobe: ready";
+
 /// The result of a finished tool run.
 #[derive(Debug)]
 pub struct ToolOutput {
@@ -517,9 +526,30 @@ pub struct ToolRun {
 impl ToolRun {
     /// Spawns `bin args...` and waits (max 20 s) for `netprobe: ready` on stderr.
     pub fn start(bin: &str, args: &[&str]) -> ToolRun {
+        Self::try_start(bin, args, READY_MARKER).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Spawns `bin args...` and waits (max 20 s) for a stderr line containing `marker`; the
+    /// error says why it never got there, with the tool's output.
+    pub fn try_start(bin: &str, args: &[&str], marker: &str) -> Result<ToolRun, String> {
         let mut cmd = Command::new(bin);
         cmd.args(args);
-        Self::spawn(cmd).await_ready()
+        Self::try_spawn(cmd)?.try_await_ready(marker)
+    }
+
+    /// Spawns `cmd` (stdout and stderr captured) and waits for `marker` on stderr.
+    pub fn try_start_command(cmd: Command, marker: &str) -> Result<ToolRun, String> {
+        Self::try_spawn(cmd)?.try_await_ready(marker)
+    }
+
+    /// Lines the tool wrote to stdout so far.
+    pub fn stdout_so_far(&self) -> Vec<String> {
+        snapshot(&self.stdout)
+    }
+
+    /// Lines the tool wrote to stderr so far.
+    pub fn stderr_so_far(&self) -> Vec<String> {
+        snapshot(&self.stderr)
     }
 
     /// Like [`ToolRun::start`] but runs the tool under `ip netns exec ns`.
@@ -529,48 +559,62 @@ impl ToolRun {
         Self::spawn(cmd).await_ready()
     }
 
-    fn spawn(mut cmd: Command) -> ToolRun {
+    fn spawn(cmd: Command) -> ToolRun {
+        Self::try_spawn(cmd).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_spawn(mut cmd: Command) -> Result<ToolRun, String> {
         let desc = format!("{cmd:?}");
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+            .map_err(|e| format!("spawn {desc}: {e}"))?;
         let (stdout, stderr) = (Lines::default(), Lines::default());
         let readers = vec![
             spawn_reader(child.stdout.take().expect("piped stdout"), stdout.clone()),
             spawn_reader(child.stderr.take().expect("piped stderr"), stderr.clone()),
         ];
-        ToolRun {
+        Ok(ToolRun {
             desc,
             child: Some(child),
             stdout,
             stderr,
             readers,
-        }
+        })
     }
 
-    fn await_ready(mut self) -> ToolRun {
+    fn await_ready(self) -> ToolRun {
+        self.try_await_ready(READY_MARKER)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_await_ready(mut self, marker: &str) -> Result<ToolRun, String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if snapshot(&self.stderr)
-                .iter()
-                .any(|l| l.contains("netprobe: ready"))
-            {
-                return self;
+            if snapshot(&self.stderr).iter().any(|l| l.contains(marker)) {
+                return Ok(self);
             }
-            if let Some(status) = self.child_mut().try_wait().expect("try_wait") {
+            let exited = self
+                .child_mut()
+                .try_wait()
+                .map_err(|e| format!("try_wait: {e}"))?;
+            if let Some(status) = exited {
                 let out = self.finish(status);
-                panic!(
+                return Err(format!(
                     "{} exited before ready ({status})\n{}",
                     self.desc,
                     dump(&out)
-                );
+                ));
             }
             if Instant::now() >= deadline {
                 let out = self.kill_and_finish();
-                panic!("{} not ready within 20 s\n{}", self.desc, dump(&out));
+                return Err(format!(
+                    "{} not ready within 20 s\n{}",
+                    self.desc,
+                    dump(&out)
+                ));
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -587,10 +631,29 @@ impl ToolRun {
 
     /// Sends `sig`, waits up to 20 s for the tool to exit and returns its output.
     /// Panics (after SIGKILL) if the tool does not exit in time.
-    pub fn stop(mut self, sig: Signal) -> ToolOutput {
-        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pid fits in i32"));
-        kill(pid, sig).unwrap_or_else(|e| panic!("kill({pid}, {sig}) {}: {e}", self.desc));
-        self.wait_inner(Duration::from_secs(20), &format!("exit after {sig}"))
+    pub fn stop(self, sig: Signal) -> ToolOutput {
+        self.try_stop(sig).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`ToolRun::stop`], returning the failure instead of panicking.
+    pub fn try_stop(mut self, sig: Signal) -> Result<ToolOutput, String> {
+        let pid = Pid::from_raw(i32::try_from(self.pid()).map_err(|e| e.to_string())?);
+        kill(pid, sig).map_err(|e| format!("kill({pid}, {sig}) {}: {e}", self.desc))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child_mut().try_wait() {
+                return Ok(self.finish(status));
+            }
+            if Instant::now() >= deadline {
+                let out = self.kill_and_finish();
+                return Err(format!(
+                    "{} did not exit after {sig} within 20 s\n{}",
+                    self.desc,
+                    dump(&out)
+                ));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Waits up to `timeout` for the tool to exit on its own (e.g. `--duration`).

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The probe-set kit, BPF side: the stats map every set reports through, the stack map and its
+ * walk, ring-buffer reserve-and-count, the per-CPU event rate limit and batched wakeups.
+ * User space (libnetprobe::kit) reads `stats`, sizes `stack_traces` and writes `np_kit`.
+ */
+#pragma once
+
+#include "np_types.h"
+
+/* Written by the kit before load (kit::KitConfig). */
+const volatile struct np_kit_config np_kit = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_stats);
+} stats SEC(".maps");
+
+/* Sized by the kit from the set's stack policy (1 entry when stacks are off). */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, NP_MAX_STACK_DEPTH * sizeof(__u64));
+} stack_traces SEC(".maps");
+
+/* This CPU's counters; NULL only if the map lookup fails, which it cannot for index 0. */
+static __always_inline struct np_stats *np_stats(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&stats, &zero);
+}
+
+/* Walks the kernel stack into stack_traces; a failed walk is counted and returns < 0. */
+static __always_inline __s32 np_walk_stack(void *ctx, struct np_stats *st)
+{
+	long id = bpf_get_stackid(ctx, &stack_traces, 0);
+
+	if (id < 0 && st)
+		st->stack_errors++;
+	return id;
+}
+
+/* Walks the kernel stack into an event; a failed walk is counted and leaves depth 0. */
+static __always_inline void np_stack_into(void *ctx, struct np_stack *s, struct np_stats *st)
+{
+	long n = bpf_get_stack(ctx, s->ips, sizeof(s->ips), 0);
+
+	if (n < 0) {
+		s->depth = 0;
+		if (st)
+			st->stack_errors++;
+		return;
+	}
+	s->depth = n / sizeof(__u64);
+}
+
+/*
+ * May this CPU submit one more event? Above np_kit.events_per_cpu_sec events in the current
+ * second the event is counted as rate-limited instead (0 = no limit).
+ */
+static __always_inline int np_rate_ok(struct np_stats *st)
+{
+	__u64 now;
+
+	if (!np_kit.events_per_cpu_sec || !st)
+		return 1;
+	now = bpf_ktime_get_ns();
+	if (now - st->window_start_ns >= 1000000000ULL) {
+		st->window_start_ns = now;
+		st->window_events = 0;
+	}
+	if (st->window_events >= np_kit.events_per_cpu_sec) {
+		st->rate_limited++;
+		return 0;
+	}
+	st->window_events++;
+	return 1;
+}
+
+/* Reserves an event in @ring; a full ring is counted as a lost event. */
+#define np_reserve(ring, size, st)                                                         \
+	({                                                                                 \
+		void *__e = bpf_ringbuf_reserve(ring, size, 0);                            \
+		if (!__e && (st))                                                          \
+			(st)->lost_events++;                                               \
+		__e;                                                                       \
+	})
+
+/*
+ * Submits without waking the reader until np_kit.wakeup_bytes are waiting; the reader also
+ * polls on a timeout, so nothing stays in the ring longer than that.
+ */
+#define np_submit(ring, e)                                                                 \
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= np_kit.wakeup_bytes \
+				      ? BPF_RB_FORCE_WAKEUP                                \
+				      : BPF_RB_NO_WAKEUP)
+
+/* A map update that could not insert: counted as map-full. */
+static __always_inline void np_map_full(struct np_stats *st)
+{
+	if (st)
+		st->map_full++;
+}

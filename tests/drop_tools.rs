@@ -556,11 +556,26 @@ fn bad_input_is_one_line_and_exit_2() {
         ),
         (TRACE_NET_DROP, &["--match", "no_such_kernel_function_xyz"]),
         (TRACE_NET_DROP, &["--netns", "999999999"]),
+        (TRACE_NET_DROP, &["--match", ""]),
+        (TRACE_NET_DROP, &["--filter", " "]),
         (CHECK, &["--bogus"]),
+        (ETH_DROP, &["--type", "arp", "--dst-port", "80"]),
+        (ETH_DROP, &["--type", "stp", "--l4-protocol", "tcp"]),
+        (ETH_DROP, &["--type", "ipv6", "--src-ip", "10.0.0.1"]),
+        (ETH_DROP, &["--type", "ipv4", "--dst-ip", "fd00::1"]),
+        (SUMMARY, &["-i", "1e-9"]),
+        (TRACE_NET_DROP, &["--interval", "0.01"]),
+        (ETH_DROP, &["--duration", "0.000001"]),
+        (SUMMARY, &["--netns", "np-not-a-netns-file"]),
+        ("env", &["NETPROBE_DISABLE=tp_bft", SUMMARY, "-d", "1"]),
     ];
+    // A plain file where `ip netns` keeps namespaces is not a namespace.
+    std::fs::create_dir_all("/run/netns").unwrap();
+    std::fs::write("/run/netns/np-not-a-netns-file", b"").unwrap();
     for (bin, args) in cases {
         let out = run_tool(bin, args);
-        let name = bin.rsplit('/').next().unwrap();
+        let name = if *bin == "env" { args[1] } else { bin };
+        let name = name.rsplit('/').next().unwrap();
         let lines: Vec<&String> = out.stderr.iter().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(
             out.status.code(),
@@ -582,6 +597,170 @@ fn bad_input_is_one_line_and_exit_2() {
         assert!(!lines[0].contains("panicked"), "{}", lines[0]);
         assert!(out.stdout.is_empty(), "{name} {args:?}: nothing on stdout");
     }
+    let _ = std::fs::remove_file("/run/netns/np-not-a-netns-file");
+    // A long bad value is quoted shortened, not echoed whole.
+    let long = "X".repeat(5000);
+    let out = run_tool(SUMMARY, &["--reason", &long]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stderr.join("\n").len() < 600 && out.stderr.join("\n").contains("(5000 characters)"),
+        "long value echoed: {} bytes",
+        out.stderr.join("\n").len()
+    );
+}
+
+#[test]
+fn a_failed_write_is_an_error_not_a_silent_exit() {
+    require_root();
+    let lab = Lab::new("full");
+    let devfull = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(SUMMARY)
+        .args(["--netns", &lab.b, "--json", "-d", "0.5"])
+        .stdout(devfull)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("kernel_drop_stack_stats_summary: error: cannot write output"),
+        "{err}"
+    );
+}
+
+#[test]
+fn seed_command_lines_keep_working() {
+    require_root();
+    let lab = Lab::new("seed");
+    let (a, b) = (lab.a_ip.to_string(), lab.b_ip.to_string());
+    // The seed toolset's documented invocations (IPs and devices of the lab), each run briefly.
+    let lines: Vec<(&str, Vec<&str>)> = vec![
+        (
+            SUMMARY,
+            vec![
+                "--src-ip",
+                &a,
+                "--dst-ip",
+                &b,
+                "--l4-protocol",
+                "tcp",
+                "--interval",
+                "60",
+            ],
+        ),
+        (
+            SUMMARY,
+            vec![
+                "--src-ip",
+                &a,
+                "--dst-ip",
+                &b,
+                "--l4-protocol",
+                "icmp",
+                "--interval",
+                "30",
+                "--top",
+                "10",
+            ],
+        ),
+        (
+            SUMMARY,
+            vec![
+                "-n",
+                Lab::B_IF,
+                "--group-by",
+                "stack",
+                "--max-entries",
+                "10240",
+                "-i",
+                "10",
+            ],
+        ),
+        (
+            SUMMARY,
+            vec![
+                "--name",
+                Lab::B_IF,
+                "--group-by",
+                "fivetuple",
+                "--src-port",
+                "1234",
+                "--dst-port",
+                "80",
+            ],
+        ),
+        (ETH_DROP, vec!["--src-ip", &a, "--dst-ip", &b, "--verbose"]),
+        (
+            ETH_DROP,
+            vec!["--type", "flow_control", "--interface", Lab::B_IF],
+        ),
+        (
+            ETH_DROP,
+            vec![
+                "--type",
+                "ipv4",
+                "--l4-protocol",
+                "udp",
+                "--dst-port",
+                "53",
+                "--no-stack-trace",
+            ],
+        ),
+        (
+            ETH_DROP,
+            vec![
+                "--type",
+                "all",
+                "--disable-normal-filter",
+                "--vlan-id",
+                "100",
+            ],
+        ),
+        (ETH_DROP, vec!["--type", "lldp"]),
+        (TRACE_NET_DROP, vec!["--match", "nft_do_chain", "-i", "1"]),
+    ];
+    for (bin, args) in lines {
+        let mut full = vec!["netns", "exec", lab.b.as_str(), bin];
+        full.extend(args.iter().copied());
+        full.extend(["--duration", "0.5"]);
+        let out = run_tool("ip", &full);
+        assert!(out.status.success(), "{bin} {args:?}: {:?}", out.stderr);
+        assert!(
+            out.stderr.iter().any(|l| l.starts_with("netprobe: ready")),
+            "{bin} {args:?}: {:?}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn a_deleted_namespace_is_reported_and_not_confused_with_a_new_one() {
+    require_root();
+    let old = Lab::new("old");
+    let tool = ToolRun::start(SUMMARY, &["--netns", &old.b, "--json", "-i", "1"]);
+    ns_exec(&old.a, &["ip", "link", "del", Lab::A_IF]);
+    std::process::Command::new("ip")
+        .args(["netns", "del", &old.b])
+        .status()
+        .unwrap();
+    let new = Lab::new("new");
+    let drops = Drops::new(&new, "n");
+    wait_until("deletion reported", WAIT, || {
+        tool.stderr_so_far()
+            .iter()
+            .any(|l| l.contains("was deleted"))
+    });
+    drops.no_socket(6, 9);
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let all = entries(&out);
+    assert!(
+        all.is_empty(),
+        "a new namespace's drops counted under the deleted one: {all:#?}"
+    );
 }
 
 /// BPF object ids (`prog_id:` or `link_id:`) held open by process `pid`, from fdinfo.

@@ -2,6 +2,7 @@
 //! SIGTERM or `--duration`. A tool is flags, options, and one of these.
 use crate::cli::IntervalArgs;
 use crate::error::Result;
+use crate::kernel::netns::Netns;
 use crate::kernel::KernelEnv;
 use crate::kit::BpfStats;
 use crate::output::{Interval, Out, StreamEnd};
@@ -30,6 +31,10 @@ pub trait IntervalSource {
     fn drain(&mut self) -> Result<Self::Report>;
     /// The plan in use.
     fn plan(&self) -> &Plan;
+    /// The namespace the set filters on, if any (watched for deletion).
+    fn netns(&self) -> Option<&Netns> {
+        None
+    }
 }
 
 /// A set that reports events one by one.
@@ -44,6 +49,29 @@ pub trait EventSource {
     fn stats(&mut self) -> BpfStats;
     /// The plan in use.
     fn plan(&self) -> &Plan;
+    /// The namespace the set filters on, if any (watched for deletion).
+    fn netns(&self) -> Option<&Netns> {
+        None
+    }
+}
+
+/// Says once on stderr that a filtered-on namespace was deleted while the tool ran.
+#[derive(Default)]
+struct NetnsWatch {
+    told: bool,
+}
+
+impl NetnsWatch {
+    fn check(&mut self, tool: &str, ns: Option<&Netns>) {
+        let Some(ns) = ns else { return };
+        if !self.told && !ns.still_named() {
+            self.told = true;
+            eprintln!(
+                "{tool}: network namespace {} (inode {}) was deleted; the tool keeps it pinned, so its inode is not reused, and counts what is left of it",
+                ns.label, ns.inode
+            );
+        }
+    }
 }
 
 /// What the text renderer of an interval gets besides the report.
@@ -71,12 +99,14 @@ pub fn run_intervals<S: IntervalSource>(
     session.ready(tool, &plan);
     let mut out = Out::new();
     let mut started = Instant::now();
+    let mut watch = NetnsWatch::default();
     session.run(|tick| match tick {
         Tick::Wait(t) => {
             std::thread::sleep(t);
             Ok(())
         }
         Tick::Report { last } => {
+            watch.check(tool, set.netns());
             let report = set.drain()?;
             let info = IntervalInfo {
                 elapsed: started.elapsed(),
@@ -123,6 +153,7 @@ pub fn run_events<S: EventSource>(
     let mut out = Out::new();
     let mut events = 0u64;
     let mut total = BpfStats::default();
+    let mut watch = NetnsWatch::default();
     let emit = |set: &mut S, out: &mut Out, wait: Duration| -> Result<u64> {
         let evs = set.poll(wait)?;
         for ev in &evs {
@@ -142,6 +173,7 @@ pub fn run_events<S: EventSource>(
         match tick {
             Tick::Wait(t) => events += emit(set, &mut out, t)?,
             Tick::Report { last } => {
+                watch.check(tool, set.netns());
                 if last {
                     events += emit(set, &mut out, Duration::ZERO)?;
                 }

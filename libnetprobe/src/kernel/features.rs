@@ -58,6 +58,24 @@ enum Trial {
 /// the fallback candidates on a kernel that has everything.
 pub const DISABLE_ENV: &str = "NETPROBE_DISABLE";
 
+/// The entries `NETPROBE_DISABLE` may name.
+pub const DISABLE_NAMES: [&str; 4] = ["fentry", "kprobe", "tp_btf", "tracepoint"];
+
+/// Checks `NETPROBE_DISABLE`: an unknown or misspelt entry is an error, not ignored.
+pub fn check_disable_env() -> crate::Result<()> {
+    let disabled = std::env::var(DISABLE_ENV).unwrap_or_default();
+    for d in disabled.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !DISABLE_NAMES.contains(&d) {
+            return Err(crate::Error::usage(format!(
+                "{DISABLE_ENV}: unknown entry {} (known: {})",
+                crate::cli::quote(d),
+                DISABLE_NAMES.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Features {
     /// Probes the running kernel; takes a few milliseconds per program type. Types listed in
     /// `NETPROBE_DISABLE` are reported unavailable without being tried.

@@ -27,6 +27,7 @@ pub struct KernelEnv {
 impl KernelEnv {
     /// Loads BTF, mounts tracefs if needed and probes program types.
     pub fn discover() -> Result<Self> {
+        features::check_disable_env()?;
         crate::bpf_log::install();
         let btf = KernelBtf::load()?;
         let (tracefs, tracefs_error) = match tracefs::ensure_mounted() {

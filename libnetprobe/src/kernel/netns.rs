@@ -2,11 +2,17 @@
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A network namespace, identified by the inode the kernel reports as `net->ns.inum`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It holds the namespace open (`pin`) for as long as it lives: a namespace exists while a
+/// reference to it does, so its inode cannot be given to a new namespace while a tool filters
+/// on it, even if `ip netns del` removed its name.
+#[derive(Debug, Clone)]
 pub struct Netns {
     /// Namespace inode number.
     pub inode: u32,
@@ -14,7 +20,19 @@ pub struct Netns {
     pub path: PathBuf,
     /// What the user called it.
     pub label: String,
+    pin: Arc<File>,
 }
+
+impl PartialEq for Netns {
+    fn eq(&self, other: &Self) -> bool {
+        self.inode == other.inode
+    }
+}
+
+impl Eq for Netns {}
+
+/// `NS_GET_NSTYPE` (linux/nsfs.h): `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
 
 impl Netns {
     /// The namespace of this process.
@@ -47,13 +65,31 @@ impl Netns {
     }
 
     fn from_path(path: &Path, label: String) -> Result<Self> {
-        let meta = std::fs::metadata(path)
+        let file = File::open(path)
+            .map_err(|e| Error::usage(format!("network namespace {}: {e}", path.display())))?;
+        // SAFETY: NS_GET_NSTYPE takes no argument and only inspects the descriptor.
+        let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+        if kind != libc::CLONE_NEWNET {
+            return Err(Error::usage(format!(
+                "--netns {label}: {} is not a network namespace",
+                path.display()
+            )));
+        }
+        let meta = file
+            .metadata()
             .map_err(|e| Error::usage(format!("network namespace {}: {e}", path.display())))?;
         Ok(Self {
             inode: meta.ino() as u32,
             path: path.to_path_buf(),
             label,
+            pin: Arc::new(file),
         })
+    }
+
+    /// Does the name it was resolved from still refer to it? False once `ip netns del` (or
+    /// the process's exit) removed it; the pinned namespace lives on until the tool exits.
+    pub fn still_named(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| m.ino() as u32 == self.inode)
     }
 
     /// Runs `f` on a thread that has entered this namespace.
@@ -62,11 +98,9 @@ impl Netns {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
         let path = self.path.clone();
+        let pin = Arc::clone(&self.pin);
         std::thread::spawn(move || -> Result<T> {
-            let file = File::open(&path).map_err(|e| {
-                Error::usage(format!("open network namespace {}: {e}", path.display()))
-            })?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            nix::sched::setns(&*pin, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
                 Error::privilege(format!(
                     "cannot enter network namespace {}: {e} (needs CAP_SYS_ADMIN)",
                     path.display()

@@ -760,6 +760,10 @@ impl IntervalSource for DropProbe {
     fn plan(&self) -> &Plan {
         self.chosen_plan()
     }
+
+    fn netns(&self) -> Option<&crate::kernel::netns::Netns> {
+        self.opts.filter.netns.as_ref()
+    }
 }
 
 impl EventSource for DropProbe {
@@ -776,5 +780,9 @@ impl EventSource for DropProbe {
 
     fn plan(&self) -> &Plan {
         self.chosen_plan()
+    }
+
+    fn netns(&self) -> Option<&crate::kernel::netns::Netns> {
+        self.opts.filter.netns.as_ref()
     }
 }

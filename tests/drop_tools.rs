@@ -889,3 +889,27 @@ fn mac(m: &[u8; 6]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+#[test]
+fn eth_drop_rate_limit_counts_what_it_does_not_show() {
+    require_root();
+    let lab = Lab::new("rate");
+    let drops = Drops::new(&lab, "r");
+    let tool = ToolRun::start(
+        ETH_DROP,
+        &["--netns", &lab.b, "--json", "--max-events-per-sec", "4"],
+    );
+    drops.no_socket(40, 9);
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let json = out.json();
+    let shown = json.iter().filter(|v| v["type"] == "drop").count() as u64;
+    let end = json
+        .iter()
+        .find(|v| v["type"] == "summary")
+        .expect("summary");
+    let limited = end["rate_limited"].as_u64().unwrap();
+    assert_eq!(end["events"], shown);
+    assert!((1..=4).contains(&shown), "{shown} shown");
+    assert_eq!(shown + limited, 40, "every drop is shown or counted: {end}");
+}

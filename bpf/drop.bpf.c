@@ -185,8 +185,6 @@ static __always_inline void report_drop(void *ctx, struct sk_buff *skb, struct n
 	struct net_device *dev;
 	__u64 id = bpf_get_current_pid_tgid();
 
-	if (!np_rate_ok(st))
-		return;
 	e = np_reserve(&events, sizeof(*e), st);
 	if (!e)
 		return;
@@ -216,6 +214,12 @@ static __always_inline void report_drop(void *ctx, struct sk_buff *skb, struct n
 static __always_inline int needs_l2(void)
 {
 	return drop_cfg.mode == DROP_MODE_DETAILS || drop_cfg.eth_class || drop_cfg.has_vlan_filter;
+}
+
+/* Do filters look at packet contents? */
+static __always_inline int packet_filters(void)
+{
+	return drop_cfg.eth_class || drop_cfg.has_vlan_filter || np_filter_needs_packet();
 }
 
 /* Must the packet be decoded? Only when a key, filter or event uses its contents. */
@@ -263,6 +267,13 @@ static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	ifindex = np_skb_ifindex(skb, dev, direct);
 	if (!np_match_place(netns, ifindex))
 		return 0;
+	st = np_stats();
+	/*
+	 * Details above the rate limit: counted, never decoded. Without packet filters this is
+	 * decided before the packet is read, so a storm costs little more than a counter.
+	 */
+	if (drop_cfg.mode == DROP_MODE_DETAILS && !packet_filters() && !np_rate_ok(st))
+		return 0;
 	s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return 0;
@@ -278,7 +289,8 @@ static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 loc
 		s->pkt.flow.ethertype = bpf_ntohs(NP_RD(direct, skb->protocol, skb, protocol));
 	}
 
-	st = np_stats();
+	if (drop_cfg.mode == DROP_MODE_DETAILS && packet_filters() && !np_rate_ok(st))
+		return 0;
 	if (drop_cfg.mode == DROP_MODE_DETAILS && st)
 		st->seen++;
 	if (drop_cfg.mode == DROP_MODE_DETAILS)

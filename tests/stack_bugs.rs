@@ -59,7 +59,10 @@ fn a_failed_walk_keeps_the_other_stacks_of_the_interval() {
     let s = probe.drain_summary().expect("drain");
     let nft = s.entries.iter().find(|e| e.reason == "NETFILTER_DROP");
     assert!(
-        nft.is_some_and(|e| e.stack.first().is_some_and(|f| f.starts_with("nft_do_chain+"))),
+        nft.is_some_and(|e| e
+            .stack
+            .first()
+            .is_some_and(|f| f.starts_with("nft_do_chain+"))),
         "{s:#?}"
     );
 }
@@ -108,7 +111,10 @@ fn the_stack_map_size_follows_the_policy() {
     let big = NonZeroU32::new(4096).unwrap();
     assert_eq!(StackPolicy::off().with_entries(big).map_entries(), 1);
     assert!(!StackPolicy::off().walks());
-    assert_eq!(StackPolicy::every_event().with_entries(big).map_entries(), 4096);
+    assert_eq!(
+        StackPolicy::every_event().with_entries(big).map_entries(),
+        4096
+    );
     assert!(StackPolicy::sampled(10, 10).map_entries() > 1);
     let mut o = DropOptions::summary(Filter::default());
     o.group_by(libnetprobe::sets::drop::GroupBy::Fivetuple);

@@ -37,6 +37,16 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct drop_pending);
+} pending SEC(".maps");
+
+/* Interval generation (summary); user space increments it before each drain. */
+__u64 drop_gen = 0;
+
 /* Sampled stack walks done this interval; user space resets it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -133,6 +143,36 @@ static __always_inline void sample_stack(void *ctx, struct drop_scratch *s, stru
 	}
 }
 
+static __always_inline int same_key(const struct drop_key *a, const struct drop_key *b)
+{
+	const __u64 *x = (const void *)a, *y = (const void *)b;
+
+#pragma unroll
+	for (int i = 0; i < sizeof(*a) / sizeof(__u64); i++)
+		if (x[i] != y[i])
+			return 0;
+	return 1;
+}
+
+/* Adds @n drops of @key to drop_counts (a pending slot's flush; no stack is walked). */
+static __always_inline void add_count(struct drop_key *key, __u64 n, struct np_stats *st)
+{
+	struct drop_value nv = { .count = n, .stack_id = -1 };
+	struct drop_value *v = bpf_map_lookup_elem(&drop_counts, key);
+
+	if (v) {
+		__sync_fetch_and_add(&v->count, n);
+		return;
+	}
+	if (bpf_map_update_elem(&drop_counts, key, &nv, BPF_NOEXIST)) {
+		v = bpf_map_lookup_elem(&drop_counts, key);
+		if (v)
+			__sync_fetch_and_add(&v->count, n);
+		else
+			np_map_full(st);
+	}
+}
+
 static __always_inline void count_drop(void *ctx, struct drop_scratch *s, __u64 location,
 				       __u32 reason, __u32 netns, __u32 ifindex, struct np_stats *st)
 {
@@ -140,6 +180,9 @@ static __always_inline void count_drop(void *ctx, struct drop_scratch *s, __u64 
 	struct np_pkt *p = &s->pkt;
 	struct drop_value nv = { .count = 1, .stack_id = -1 };
 	struct drop_value *v;
+	struct drop_pending *c = NULL;
+	__u64 gen = 0;
+	__u32 slot;
 
 	__builtin_memset(key, 0, sizeof(*key));
 	key->reason = reason;
@@ -152,8 +195,30 @@ static __always_inline void count_drop(void *ctx, struct drop_scratch *s, __u64 
 		__builtin_memcpy(&key->flow, &p->flow, sizeof(key->flow));
 	else
 		key->flow.ethertype = p->flow.ethertype;
-	if (drop_cfg.stacks == NP_STACKS_EVERY_EVENT)
+	if (drop_cfg.stacks == NP_STACKS_EVERY_EVENT) {
 		key->stack_id = np_walk_stack(ctx, st);
+	} else {
+		/* A storm repeats one key: count it on this CPU without touching the hash map. */
+		gen = *(volatile __u64 *)&drop_gen;
+		slot = gen & 1;
+		c = bpf_map_lookup_elem(&pending, &slot);
+		/* A slot belongs to generation gen when it holds gen + 1 (0: never used). */
+		if (c && c->gen == gen + 1) {
+			if (same_key(&c->key, key)) {
+				c->count++;
+				if (drop_cfg.stacks == NP_STACKS_SAMPLED)
+					sample_stack(ctx, s, st, -1);
+				return;
+			}
+			if (c->count)
+				add_count(&c->key, c->count, st);
+		}
+		if (c) {
+			__builtin_memcpy(&c->key, key, sizeof(*key));
+			c->count = 0;
+			c->gen = gen + 1;
+		}
+	}
 
 	v = bpf_map_lookup_elem(&drop_counts, key);
 	if (v) {

@@ -65,6 +65,18 @@ struct drop_value {
 	__u32 pad;
 };
 
+/*
+ * Summary fast path: this CPU's last key and the drops counted for it that are not in
+ * drop_counts yet. Two slots, by the parity of the interval generation: user space bumps the
+ * generation, waits a grace period, and then reads the old slots, which no program touches
+ * again until the generation after next.
+ */
+struct drop_pending {
+	struct drop_key key;
+	__u64 count;
+	__u64 gen; /* generation + 1 the slot belongs to (0: never used) */
+};
+
 /* A sampled stack of one summary key. */
 struct drop_stack_key {
 	struct drop_key key;

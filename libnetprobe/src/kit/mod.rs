@@ -82,6 +82,19 @@ pub fn copy_same_layout<D: plain::Plain, S: plain::Plain>(dst: &mut D, src: &S) 
     out.copy_from_slice(bytes);
 }
 
+/// Waits until every BPF program that was running when this was called has finished (an RCU
+/// grace period: tracing programs run under `rcu_read_lock`), via `membarrier(GLOBAL)`; where
+/// that is refused (nohz_full), a 20 ms pause, far longer than any program runs.
+pub fn grace_period() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes no pointers; it only waits.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    let single_cpu = std::thread::available_parallelism().map_or(true, |n| n.get() == 1);
+    if rc != 0 || single_cpu {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// An owned handle of `object`'s map `name`.
 pub fn map_handle(object: &Object, name: &str) -> Result<MapHandle> {
     let map = object

@@ -23,6 +23,7 @@ unsafe impl plain::Plain for types::drop_key {}
 unsafe impl plain::Plain for types::drop_value {}
 unsafe impl plain::Plain for types::drop_stack_key {}
 unsafe impl plain::Plain for types::drop_event {}
+unsafe impl plain::Plain for types::drop_pending {}
 unsafe impl plain::Plain for types::np_kit_config {}
 
 /// The drop probe set.
@@ -683,10 +684,61 @@ impl DropProbe {
         self.set.stats.delta()
     }
 
+    /// Ends the interval for the per-CPU pending slots: bumps the generation, waits until no
+    /// program still uses the old one, and returns the old slots' counts.
+    fn harvest_pending(&mut self) -> Result<Vec<(types::drop_key, u64)>> {
+        let Some(bss) = self.set.skel.maps.bss_data.as_deref_mut() else {
+            return Ok(Vec::new());
+        };
+        let gen = bss.drop_gen;
+        // SAFETY: bss is the mmapped .bss of the loaded object; a volatile store makes the
+        // new generation visible to the programs before the grace period starts.
+        unsafe { std::ptr::write_volatile(&mut bss.drop_gen, gen.wrapping_add(1)) };
+        kit::grace_period();
+        use libbpf_rs::MapCore;
+        let slot = ((gen & 1) as u32).to_ne_bytes();
+        let per_cpu = self
+            .set
+            .skel
+            .maps
+            .pending
+            .lookup_percpu(&slot, libbpf_rs::MapFlags::ANY)
+            .map_err(|source| Error::Bpf {
+                context: "read pending slots".into(),
+                source,
+            })?
+            .unwrap_or_default();
+        Ok(per_cpu
+            .iter()
+            .filter_map(|bytes| {
+                let mut p = types::drop_pending::default();
+                plain::copy_from_bytes(&mut p, bytes).ok()?;
+                (p.gen == gen.wrapping_add(1) && p.count > 0).then_some((p.key, p.count))
+            })
+            .collect())
+    }
+
     /// Reads and clears this interval's counts; symbolizes locations and stacks.
     pub fn drain_summary(&mut self) -> Result<DropSummary> {
-        let counts: Vec<(types::drop_key, types::drop_value)> =
+        let pending = self.harvest_pending()?;
+        let mut counts: Vec<(types::drop_key, types::drop_value)> =
             kit::drain(&self.set.skel.maps.drop_counts)?;
+        for (key, n) in pending {
+            // SAFETY: drop_key is a plain C struct.
+            let kb = unsafe { plain::as_bytes(&key) };
+            // SAFETY: as above.
+            match counts.iter_mut().find(|(k, _)| unsafe { plain::as_bytes(k) } == kb) {
+                Some((_, v)) => v.count += n,
+                None => counts.push((
+                    key,
+                    types::drop_value {
+                        count: n,
+                        stack_id: -1,
+                        ..Default::default()
+                    },
+                )),
+            }
+        }
         let samples: Vec<(types::drop_stack_key, u64)> =
             kit::drain(&self.set.skel.maps.drop_stacks)?;
         kit::reset_u64(&self.set.skel.maps.stack_budget_used)?;

@@ -727,7 +727,10 @@ impl DropProbe {
             // SAFETY: drop_key is a plain C struct.
             let kb = unsafe { plain::as_bytes(&key) };
             // SAFETY: as above.
-            match counts.iter_mut().find(|(k, _)| unsafe { plain::as_bytes(k) } == kb) {
+            match counts
+                .iter_mut()
+                .find(|(k, _)| unsafe { plain::as_bytes(k) } == kb)
+            {
                 Some((_, v)) => v.count += n,
                 None => counts.push((
                     key,

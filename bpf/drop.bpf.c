@@ -316,6 +316,7 @@ static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	struct drop_scratch *s;
 	struct net_device *dev;
 	struct np_stats *st;
+	struct net *net;
 	__u32 netns, ifindex, zero = 0;
 
 	if (drop_cfg.normal_filter && is_normal_free(location, reason))
@@ -328,9 +329,10 @@ static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 loc
 		return 0;
 
 	dev = NP_RD(direct, skb->dev, skb, dev);
-	netns = np_skb_netns(skb, dev, direct);
+	net = np_skb_net(skb, dev, direct);
+	netns = np_net_inum(net, direct);
 	ifindex = np_skb_ifindex(skb, dev, direct);
-	if (!np_match_place(netns, ifindex))
+	if (!np_match_place(net, netns, ifindex))
 		return 0;
 	st = np_stats();
 	/*

@@ -913,3 +913,24 @@ fn eth_drop_rate_limit_counts_what_it_does_not_show() {
     assert!((1..=4).contains(&shown), "{shown} shown");
     assert_eq!(shown + limited, 40, "every drop is shown or counted: {end}");
 }
+
+#[test]
+fn namespaces_are_matched_by_cookie_where_the_kernel_has_one() {
+    require_root();
+    let lab = Lab::new("cki");
+    let out = run_tool(SUMMARY, &["--netns", &lab.b, "-d", "0.3"]);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let header = out
+        .stdout
+        .iter()
+        .find(|l| l.starts_with("filter:"))
+        .expect("filter header");
+    let has_cookie_api = libnetprobe::kernel::KernelBtf::load()
+        .map(|b| b.struct_has_field("net", "net_cookie"))
+        .unwrap_or(false);
+    if has_cookie_api && header.contains("netns_cookie=") {
+        return;
+    }
+    // Kernels before 5.14 have no SO_NETNS_COOKIE: the filter falls back to the inode.
+    assert!(header.contains("netns="), "{header}");
+}

@@ -29,19 +29,36 @@ const volatile struct np_filter np_filter = {};
  */
 #define NP_RD(direct, expr, ...) ((direct) ? (expr) : BPF_CORE_READ(__VA_ARGS__))
 
-/* Network namespace inode of a packet: its device's, else its socket's. */
-static __always_inline __u32 np_skb_netns(struct sk_buff *skb, struct net_device *dev,
-					  const int direct)
+/* Network namespace of a packet: its device's, else its socket's (NULL if neither). */
+static __always_inline struct net *np_skb_net(struct sk_buff *skb, struct net_device *dev,
+					      const int direct)
 {
 	struct sock *sk;
 
 	if (dev)
-		return NP_RD(direct, dev->nd_net.net->ns.inum, dev, nd_net.net, ns.inum);
+		return NP_RD(direct, dev->nd_net.net, dev, nd_net.net);
 	sk = NP_RD(direct, skb->sk, skb, sk);
 	if (sk)
-		return NP_RD(direct, sk->__sk_common.skc_net.net->ns.inum, sk,
-			     __sk_common.skc_net.net, ns.inum);
-	return 0;
+		return NP_RD(direct, sk->__sk_common.skc_net.net, sk, __sk_common.skc_net.net);
+	return NULL;
+}
+
+/* Inode number of a namespace (what `ip netns identify`/lsns show), 0 for none. */
+static __always_inline __u32 np_net_inum(struct net *net, const int direct)
+{
+	if (!net)
+		return 0;
+	return NP_RD(direct, net->ns.inum, net, ns.inum);
+}
+
+/* Cookie of a namespace (5.7+: never reused, unlike an inode), 0 where there is none. */
+static __always_inline __u64 np_net_cookie(struct net *net)
+{
+	__u64 cookie = 0;
+
+	if (net && bpf_core_field_exists(net->net_cookie))
+		bpf_core_read(&cookie, sizeof(cookie), &net->net_cookie);
+	return cookie;
 }
 
 static __always_inline __u32 np_skb_ifindex(struct sk_buff *skb, struct net_device *dev,
@@ -203,11 +220,18 @@ static __always_inline int np_addr_match(const __u8 *addr, const volatile __u8 *
 	return 1;
 }
 
-/* Where the packet is: netns and (netns, ifindex). Cheap, runs before decoding. */
-static __always_inline int np_match_place(__u32 netns, __u32 ifindex)
+/*
+ * Where the packet is: netns and (netns, ifindex). Cheap, runs before decoding. The namespace
+ * is matched by cookie where both the kernel and user space have one, else by inode.
+ */
+static __always_inline int np_match_place(struct net *net, __u32 netns, __u32 ifindex)
 {
-	if (np_filter.netns && np_filter.netns != netns)
+	if (np_filter.netns_cookie && bpf_core_field_exists(net->net_cookie)) {
+		if (np_net_cookie(net) != np_filter.netns_cookie)
+			return 0;
+	} else if (np_filter.netns && np_filter.netns != netns) {
 		return 0;
+	}
 	if (np_filter.ifindex && np_filter.ifindex != ifindex)
 		return 0;
 	return 1;

@@ -64,6 +64,7 @@ struct np_pkt {
 
 /* The packet filter, written into .rodata before load. Zero means "any". */
 struct np_filter {
+	__u64 netns_cookie; /* 0: match the namespace by inode (netns) */
 	__u8 src_addr[16];
 	__u8 src_mask[16];
 	__u8 dst_addr[16];

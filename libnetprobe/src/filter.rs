@@ -208,6 +208,9 @@ impl Filter {
         let mut parts = Vec::new();
         if let Some(ns) = &self.netns {
             parts.push(format!("netns={} ({})", ns.label, ns.inode));
+            if let Some(c) = ns.cookie {
+                parts.push(format!("netns_cookie={c}"));
+            }
         }
         if let Some((idx, name)) = &self.interface {
             parts.push(format!("dev={name} (ifindex {idx})"));
@@ -264,6 +267,7 @@ macro_rules! write_np_filter {
         }
         d.l4proto = f.l4.number();
         d.netns = f.netns.as_ref().map(|n| n.inode).unwrap_or(0);
+        d.netns_cookie = f.netns.as_ref().and_then(|n| n.cookie).unwrap_or(0);
         d.ifindex = f.interface.as_ref().map(|i| i.0).unwrap_or(0);
     }};
 }

@@ -20,6 +20,8 @@ pub struct Netns {
     pub path: PathBuf,
     /// What the user called it.
     pub label: String,
+    /// The namespace's cookie (`SO_NETNS_COOKIE`, 5.14+), never reused; BPF filters on it.
+    pub cookie: Option<u64>,
     pin: Arc<File>,
 }
 
@@ -78,12 +80,15 @@ impl Netns {
         let meta = file
             .metadata()
             .map_err(|e| Error::usage(format!("network namespace {}: {e}", path.display())))?;
-        Ok(Self {
+        let mut ns = Self {
             inode: meta.ino() as u32,
             path: path.to_path_buf(),
             label,
+            cookie: None,
             pin: Arc::new(file),
-        })
+        };
+        ns.cookie = ns.run_inside(socket_netns_cookie).ok().flatten();
+        Ok(ns)
     }
 
     /// Does the name it was resolved from still refer to it? False once `ip netns del` (or
@@ -138,6 +143,31 @@ impl Netns {
         })
         .unwrap_or_default()
     }
+}
+
+/// The cookie of the calling thread's namespace, from a socket created in it (5.14+).
+fn socket_netns_cookie() -> Option<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: plain socket(2); the result is checked and owned below.
+    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: cookie/len describe a valid 8-byte buffer for the option value.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && cookie != 0).then_some(cookie)
 }
 
 /// Names interfaces seen in drops, by (netns inode, ifindex), looking in known namespaces.

@@ -925,12 +925,22 @@ fn namespaces_are_matched_by_cookie_where_the_kernel_has_one() {
         .iter()
         .find(|l| l.starts_with("filter:"))
         .expect("filter header");
-    let has_cookie_api = libnetprobe::kernel::KernelBtf::load()
-        .map(|b| b.struct_has_field("net", "net_cookie"))
-        .unwrap_or(false);
-    if has_cookie_api && header.contains("netns_cookie=") {
-        return;
+    // SO_NETNS_COOKIE (5.14+): where user space can learn a cookie, the filter must use it.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut cookie = 0u64;
+    let mut len = 8 as libc::socklen_t;
+    // SAFETY: an 8-byte buffer for the option value.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            71,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        assert!(header.contains("netns_cookie="), "{header}");
     }
-    // Kernels before 5.14 have no SO_NETNS_COOKIE: the filter falls back to the inode.
     assert!(header.contains("netns="), "{header}");
 }

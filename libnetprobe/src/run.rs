@@ -4,6 +4,7 @@ use crate::cli::IntervalArgs;
 use crate::error::Result;
 use crate::kernel::netns::Netns;
 use crate::kernel::KernelEnv;
+use crate::kit::set::SetInfo;
 use crate::kit::BpfStats;
 use crate::output::{Interval, Out, StreamEnd};
 use crate::probe::Plan;
@@ -11,13 +12,21 @@ use crate::session::{Session, Tick};
 use serde::Serialize;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Checks privileges and BTF, discovers the kernel, and handles `--list-probes`:
-/// returns `None` when the plan was printed and the tool should exit.
-pub fn start(list_probes: bool, plan_of: impl Fn(&KernelEnv) -> Plan) -> Result<Option<KernelEnv>> {
+/// Checks privileges and BTF, discovers the kernel, and handles `--list-probes` for the probe
+/// sets the tool uses (`sets`): returns `None` when the plans were printed and the tool should
+/// exit.
+pub fn start(list_probes: bool, sets: &[SetInfo]) -> Result<Option<KernelEnv>> {
     crate::preflight::check()?;
     let env = KernelEnv::discover()?;
     if list_probes {
-        crate::output::text(&plan_of(&env).render())?;
+        let mut text = String::new();
+        for set in sets {
+            if sets.len() > 1 {
+                text.push_str(&format!("set {} ({}):\n", set.name, set.about));
+            }
+            text.push_str(&(set.plan)(&env).render());
+        }
+        crate::output::text(&text)?;
         return Ok(None);
     }
     Ok(Some(env))

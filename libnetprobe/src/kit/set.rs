@@ -37,7 +37,7 @@ pub struct SetInfo {
 
 impl SetInfo {
     /// The info of set `S`.
-    pub fn of<S: ProbeSet>() -> Self {
+    pub const fn of<S: ProbeSet>() -> Self {
         Self {
             name: S::NAME,
             about: S::ABOUT,

@@ -68,8 +68,15 @@ pub fn lost_line(s: &DropSummary) -> String {
 }
 
 /// dropwatch-style text: counts per location (or per stack with `by_stack`).
-pub fn locations_text(tool: &str, info: &IntervalInfo, s: &DropSummary, by_stack: bool) -> String {
+pub fn locations_text(
+    tool: &str,
+    info: &IntervalInfo,
+    header_note: &str,
+    s: &DropSummary,
+    by_stack: bool,
+) -> String {
     let mut out = crate::output::interval_header(tool, info.elapsed, info.now);
+    let _ = writeln!(out, "{header_note}");
     if s.entries.is_empty() {
         let _ = writeln!(out, "no drops");
     } else if by_stack {

@@ -246,7 +246,42 @@ impl DropOptions {
             (Mode::Summary, StackMode::Sampled { every, budget }) => format!(
                 "stacks: first drop of each entry, then 1 in {every} (max {budget} walks/interval); counts exact"
             ),
+            (Mode::Details, StackMode::Off) => "stacks: off".into(),
+            (Mode::Details, _) => "stacks: walked for every reported drop".into(),
             _ => self.stacks.describe(),
+        }
+    }
+
+    /// Every active filter, one line, for report headers.
+    pub fn describe_filters(&self) -> String {
+        let mut parts = vec![self.filter.describe()];
+        if parts[0] == "none" {
+            parts.clear();
+        }
+        if let Some(r) = &self.reason {
+            parts.push(format!("reason={r}"));
+        }
+        if let Some(f) = &self.match_func {
+            parts.push(format!("location in {f}"));
+        }
+        if let Some(f) = &self.skip_func {
+            parts.push(format!("location not in {f}"));
+        }
+        if self.eth_type != EthType::All {
+            if let Some(v) = self.eth_type.to_possible_value() {
+                parts.push(format!("type={}", v.get_name()));
+            }
+        }
+        if let Some(v) = self.vlan_id {
+            parts.push(format!("vlan={v}"));
+        }
+        if !self.normal_filter {
+            parts.push("normal frees included".into());
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(" ")
         }
     }
 

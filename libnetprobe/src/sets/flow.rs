@@ -61,23 +61,25 @@ impl FlowView {
         l3: u8,
         l4: u8,
     ) -> Self {
+        use crate::skel::kit::types::np_l3;
+        let l3 = np_l3(u32::from(l3));
         let ip = |a: &[u8; 16]| -> IpAddr {
-            if l3 == 6 {
+            if l3 == np_l3::NP_L3_IPV6 {
                 IpAddr::V6(Ipv6Addr::from(*a))
             } else {
                 IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
             }
         };
         let (l3name, addrs, ports) = match l3 {
-            4 => ("ipv4", true, matches!(l4, 6 | 17 | 132)),
-            6 => ("ipv6", true, matches!(l4, 6 | 17 | 132)),
-            8 => ("arp", true, false),
+            np_l3::NP_L3_IPV4 => ("ipv4", true, matches!(l4, 6 | 17 | 132)),
+            np_l3::NP_L3_IPV6 => ("ipv6", true, matches!(l4, 6 | 17 | 132)),
+            np_l3::NP_L3_ARP => ("arp", true, false),
             _ => ("other", false, false),
         };
         Self {
             l3: l3name,
             ethertype: format!("0x{ethertype:04x}"),
-            l4_protocol: if matches!(l3, 4 | 6) {
+            l4_protocol: if matches!(l3, np_l3::NP_L3_IPV4 | np_l3::NP_L3_IPV6) {
                 l4_name(l4)
             } else {
                 String::new()

@@ -2,13 +2,17 @@
 use clap::Parser;
 use libnetprobe::cli::{parse_args, parse_duration, run_main, OutputArgs};
 use libnetprobe::filter::{Filter, FilterArgs};
+use libnetprobe::kit::set::SetInfo;
 use libnetprobe::kit::StackPolicy;
 use libnetprobe::output::drop::event_text;
-use libnetprobe::sets::drop::{DropOptions, DropProbe, EthType};
+use libnetprobe::sets::drop::{DropOptions, DropProbe, DropSet, EthType};
 use libnetprobe::Result;
 use std::time::Duration;
 
 const TOOL: &str = "eth_drop";
+
+/// The probe sets this tool uses.
+const USES: &[SetInfo] = &[SetInfo::of::<DropSet>()];
 
 /// Reports each dropped packet (filtered in the kernel) with reason, location, device,
 /// Ethernet/VLAN/LLC, ARP/IPv4/IPv6 and L4 headers, and its kernel stack.
@@ -64,10 +68,22 @@ fn run(args: Args) -> Result<()> {
         opts.stacks = StackPolicy::off();
     }
     opts.validate()?;
-    let Some(env) = libnetprobe::run::start(args.output.list_probes, DropProbe::plan)? else {
+    let Some(env) = libnetprobe::run::start(args.output.list_probes, USES)? else {
         return Ok(());
     };
+    let header = format!(
+        "filter: {}  {}  max {} events/s (0: no limit)\n",
+        opts.describe_filters(),
+        opts.stack_note(),
+        opts.kit.max_events_per_sec
+    );
     let mut probe = DropProbe::open(opts, &env)?;
+    if !args.output.json {
+        libnetprobe::output::text(&format!(
+            "probe: {}  {header}",
+            probe.chosen_plan().summary()
+        ))?;
+    }
     let verbose = args.verbose;
     libnetprobe::run::run_events(TOOL, &mut probe, args.duration, args.output.json, |e| {
         event_text(e, verbose)

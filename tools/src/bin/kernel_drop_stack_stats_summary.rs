@@ -2,12 +2,16 @@
 use clap::Parser;
 use libnetprobe::cli::{parse_args, run_main, IntervalArgs, OutputArgs};
 use libnetprobe::filter::{Filter, FilterArgs};
+use libnetprobe::kit::set::SetInfo;
 use libnetprobe::kit::StackPolicy;
 use libnetprobe::output::drop::{summary_text, SummaryStyle};
-use libnetprobe::sets::drop::{DropOptions, DropProbe, GroupBy};
+use libnetprobe::sets::drop::{DropOptions, DropProbe, DropSet, GroupBy};
 use libnetprobe::Result;
 
 const TOOL: &str = "kernel_drop_stack_stats_summary";
+
+/// The probe sets this tool uses.
+const USES: &[SetInfo] = &[SetInfo::of::<DropSet>()];
 
 /// Counts every packet drop in the kernel (no per-packet events) and prints the top drop
 /// locations with reason, device, flow and a symbolized kernel stack every interval.
@@ -59,15 +63,12 @@ fn run(args: Args) -> Result<()> {
     opts.stacks = StackPolicy::sampled(args.stack_sample, args.stack_budget);
     opts.group_by(args.group_by);
     opts.validate()?;
-    let Some(env) = libnetprobe::run::start(args.output.list_probes, DropProbe::plan)? else {
+    let Some(env) = libnetprobe::run::start(args.output.list_probes, USES)? else {
         return Ok(());
     };
     let note = opts.stack_note();
+    let filters = opts.describe_filters();
     let mut probe = DropProbe::open(opts, &env)?;
-    let mut filters = filter.describe();
-    if let Some(r) = &args.reason {
-        filters.push_str(&format!(" reason={r}"));
-    }
     let header = format!(
         "filter: {filters}  probe: {}  {note}",
         probe.chosen_plan().summary()

@@ -4,13 +4,17 @@ use libnetprobe::cli::{
     parse_args, parse_duration, parse_interval, run_main, IntervalArgs, OutputArgs,
 };
 use libnetprobe::filter::{Filter, FilterArgs};
+use libnetprobe::kit::set::SetInfo;
 use libnetprobe::kit::StackPolicy;
 use libnetprobe::output::drop::locations_text;
-use libnetprobe::sets::drop::{DropOptions, DropProbe, KeyBy};
+use libnetprobe::sets::drop::{DropOptions, DropProbe, DropSet, KeyBy};
 use libnetprobe::{Error, Result};
 use std::time::Duration;
 
 const TOOL: &str = "trace_net_drop";
+
+/// The probe sets this tool uses.
+const USES: &[SetInfo] = &[SetInfo::of::<DropSet>()];
 
 /// Counts packet drops per kernel location, like dropwatch, filtered in the kernel by
 /// protocol, address, port, interface, namespace and location function.
@@ -61,9 +65,10 @@ fn run(args: Args) -> Result<()> {
         StackPolicy::off()
     };
     opts.validate()?;
-    let Some(env) = libnetprobe::run::start(args.output.list_probes, DropProbe::plan)? else {
+    let Some(env) = libnetprobe::run::start(args.output.list_probes, USES)? else {
         return Ok(());
     };
+    let filters = opts.describe_filters();
     let mut probe = DropProbe::open(opts, &env)?;
     let intervals = IntervalArgs {
         interval: args.interval,
@@ -71,6 +76,6 @@ fn run(args: Args) -> Result<()> {
     };
     let by_stack = args.bt;
     libnetprobe::run::run_intervals(TOOL, &mut probe, &intervals, args.output.json, |s, i| {
-        locations_text(TOOL, i, s, by_stack)
+        locations_text(TOOL, i, &format!("filter: {filters}"), s, by_stack)
     })
 }

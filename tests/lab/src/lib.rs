@@ -13,7 +13,7 @@
 //! [`require_root`].
 pub mod bench;
 pub mod drops;
-pub use drops::{rx_stat64, Drops, UNKNOWN_ETHERTYPE};
+pub use drops::{rx_stat64, Drops, Expect, UNKNOWN_ETHERTYPE};
 pub mod testkit;
 
 use std::ffi::CString;

@@ -12,7 +12,9 @@
 //! for callers (benchmarks) that handle failure themselves. The tests need root; see
 //! [`require_root`].
 pub mod bench;
+pub mod cost;
 pub mod drops;
+pub mod flood;
 pub use drops::{rx_stat64, Drops, Expect, UNKNOWN_ETHERTYPE};
 pub mod testkit;
 

@@ -1,8 +1,8 @@
 //! Conditions a lab cannot build with `ip` alone on every kernel, made with small BPF programs.
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{TcHookBuilder, TC_EGRESS};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, TcHookBuilder, TC_EGRESS};
 use std::mem::MaybeUninit;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 mod skel {
@@ -24,6 +24,8 @@ pub fn push_vlan_on_egress(ifname: &str, vlan_id: u16) -> Result<(), String> {
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.vlan_id = vlan_id;
     }
+    // Only the tc program: tp_btf needs a BTF kernel, which old VM kernels are not.
+    open.progs.count_drop.set_autoload(false);
     let skel = open.load().map_err(|e| format!("load testkit: {e}"))?;
     let mut hook = TcHookBuilder::new(skel.progs.push_vlan.as_fd())
         .ifindex(ifindex as i32)
@@ -39,4 +41,60 @@ pub fn push_vlan_on_egress(ifname: &str, vlan_id: u16) -> Result<(), String> {
         return Err(format!("attach tc egress on {ifname}: {e}"));
     }
     Ok(())
+}
+
+/// The benchmarks' floor: a bare in-kernel counter on the drop hook (`tp_btf/kfree_skb`) that
+/// only increments a per-CPU counter. Attached while the guard lives; dropping it detaches.
+pub struct DropCounter {
+    // Declared first, so dropped first: detaching is what the guard is for.
+    _link: Link,
+    prog: OwnedFd,
+    map: MapHandle,
+}
+
+impl DropCounter {
+    /// Loads and attaches the counter (needs a kernel with BTF, 5.5 or later).
+    pub fn attach() -> Result<DropCounter, String> {
+        let mut storage = MaybeUninit::uninit();
+        let mut open = TestkitSkelBuilder::default()
+            .open(&mut storage)
+            .map_err(|e| format!("open testkit: {e}"))?;
+        open.progs.push_vlan.set_autoload(false);
+        let skel = open.load().map_err(|e| format!("load testkit: {e}"))?;
+        let prog = &skel.progs.count_drop;
+        let link = prog
+            .attach()
+            .map_err(|e| format!("attach tp_btf/kfree_skb: {e}"))?;
+        // The link keeps the program (and it its map) alive after the skeleton is gone.
+        let fd = prog.as_fd().try_clone_to_owned();
+        let map = MapHandle::try_from(&skel.maps.drop_count);
+        let (prog, map) = match (fd, map) {
+            (Ok(p), Ok(m)) => (p, m),
+            (Err(e), _) => return Err(format!("dup program fd: {e}")),
+            (_, Err(e)) => return Err(format!("map handle: {e}")),
+        };
+        Ok(DropCounter {
+            _link: link,
+            prog,
+            map,
+        })
+    }
+
+    /// The program's file descriptor (for its `bpf_prog_info` run time and count).
+    pub fn prog_fd(&self) -> &OwnedFd {
+        &self.prog
+    }
+
+    /// Drops counted so far, summed over the CPUs.
+    pub fn count(&self) -> Result<u64, String> {
+        let per_cpu = self
+            .map
+            .lookup_percpu(&0_u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| format!("read drop_count: {e}"))?
+            .unwrap_or_default();
+        Ok(per_cpu
+            .iter()
+            .filter_map(|v| v.get(..8)?.try_into().ok().map(u64::from_ne_bytes))
+            .sum())
+    }
 }

@@ -250,9 +250,11 @@ static __always_inline void report_drop(void *ctx, struct sk_buff *skb, struct n
 	struct net_device *dev;
 	__u64 id = bpf_get_current_pid_tgid();
 
-	e = np_reserve(&events, sizeof(*e), st);
-	if (!e)
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		np_lost_event(st);
 		return;
+	}
 	if (drop_cfg.stacks != NP_STACKS_OFF)
 		np_stack_into(ctx, &e->stack, st);
 	else
@@ -332,9 +334,9 @@ static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	net = np_skb_net(skb, dev, direct);
 	netns = np_net_inum(net, direct);
 	ifindex = np_skb_ifindex(skb, dev, direct);
-	if (!np_match_place(net, netns, ifindex))
-		return 0;
 	st = np_stats();
+	if (!np_match_place(net, netns, ifindex, st))
+		return 0;
 	/*
 	 * Details above the rate limit: counted, never decoded. Without packet filters this is
 	 * decided before the packet is read, so a storm costs little more than a counter.

@@ -94,7 +94,8 @@ fn summary_counts_five_kinds_of_drop_exactly() {
     assert_eq!(by_reason, expected, "{all:#?}");
 
     let e = the_entry(&all, "NO_SOCKET");
-    assert_eq!(e["location_func"], "__udp4_lib_rcv");
+    let udp_at = e["location_func"].as_str().unwrap();
+    assert!(x.located("NO_SOCKET", udp_at), "{e:#?}");
     assert_eq!(e["ifname"], Lab::B_IF);
     assert_eq!(e["l4_protocol"], "udp");
     assert_eq!(e["src_ip"], lab.a_ip.to_string());
@@ -107,7 +108,7 @@ fn summary_counts_five_kinds_of_drop_exactly() {
         .map(|f| f.as_str().unwrap())
         .collect();
     assert!(
-        stack[0].starts_with("__udp4_lib_rcv+0x"),
+        stack[0].starts_with(&format!("{udp_at}+0x")),
         "stack not stripped: {stack:?}"
     );
 
@@ -183,10 +184,13 @@ fn tracepoint_fallback_gives_the_same_answers() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     assert_eq!(count_kinds(&all), expected, "{all:#?}");
-    assert_eq!(
-        the_entry(&all, "NO_SOCKET")["location_func"],
-        "__udp4_lib_rcv"
-    );
+    let x = Expect::of_this_kernel();
+    assert!(x.located(
+        "NO_SOCKET",
+        the_entry(&all, "NO_SOCKET")["location_func"]
+            .as_str()
+            .unwrap()
+    ));
     assert_eq!(
         the_entry(&all, "FULL_RING")["location_func"],
         "tun_net_xmit"
@@ -237,7 +241,7 @@ fn eth_drop_reports_every_drop_with_headers() {
     let udp: Vec<&&Value> = events.iter().filter(|e| x.kind(e) == "NO_SOCKET").collect();
     assert_eq!(udp.len(), 6);
     for e in &udp {
-        assert_eq!(e["location_func"], "__udp4_lib_rcv");
+        assert!(x.located("NO_SOCKET", e["location_func"].as_str().unwrap()));
         assert_eq!(e["ifname"], Lab::B_IF);
         assert_eq!(e["src_ip"], lab.a_ip.to_string());
         assert_eq!(e["dst_port"], 9);
@@ -427,8 +431,8 @@ fn trace_net_drop_counts_per_location_and_matches_functions() {
 
     let except = run(&["--filter", nft]);
     assert_eq!(
-        count_by(&except, "location_func"),
-        BTreeMap::from([("__udp4_lib_rcv".to_string(), 6)])
+        count_kinds(&except),
+        BTreeMap::from([("NO_SOCKET".to_string(), 6)])
     );
 
     let bt = run(&["--bt"]);

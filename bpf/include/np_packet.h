@@ -224,13 +224,22 @@ static __always_inline int np_addr_match(const __u8 *addr, const volatile __u8 *
  * Where the packet is: netns and (netns, ifindex). Cheap, runs before decoding. The namespace
  * is matched by cookie where both the kernel and user space have one, else by inode.
  */
-static __always_inline int np_match_place(struct net *net, __u32 netns, __u32 ifindex)
+static __always_inline int np_match_place(struct net *net, __u32 netns, __u32 ifindex,
+					  struct np_stats *st)
 {
-	if (np_filter.netns_cookie && bpf_core_field_exists(net->net_cookie)) {
+	if (np_filter.netns && np_filter.netns != netns)
+		return 0;
+	/*
+	 * The inode matched; the cookie makes sure it is the same namespace. The namespace is
+	 * pinned by the tool, so the struct net that matched once stays that namespace: remember
+	 * it per CPU and read the cookie only for another one.
+	 */
+	if (np_filter.netns_cookie && bpf_core_field_exists(net->net_cookie) &&
+	    (!st || st->netns_match != (__u64)net)) {
 		if (np_net_cookie(net) != np_filter.netns_cookie)
 			return 0;
-	} else if (np_filter.netns && np_filter.netns != netns) {
-		return 0;
+		if (st)
+			st->netns_match = (__u64)net;
 	}
 	if (np_filter.ifindex && np_filter.ifindex != ifindex)
 		return 0;

@@ -92,6 +92,7 @@ struct np_stats {
 	__u64 sample_tick;    /* events since the last sampled stack walk on this CPU */
 	__u64 window_start_ns; /* rate limit: start of this CPU's current second */
 	__u64 window_events;  /* rate limit: events submitted in it */
+	__u64 netns_match;    /* the struct net * that last matched the netns cookie filter */
 };
 
 /* The kit's own switches, written into .rodata before load. */

@@ -229,7 +229,7 @@ impl Expect {
         assert_eq!(reason, "-", "a kernel without reasons shows '-': {v}");
         let loc = v["location_func"].as_str().unwrap_or_default();
         match loc {
-            "__udp4_lib_rcv" => "NO_SOCKET",
+            "__udp4_lib_rcv" | "udp_rcv" => "NO_SOCKET",
             "nft_do_chain" | "nf_hook_slow" => "NETFILTER_DROP",
             "ip_rcv_core" | "ip_rcv" => "OTHERHOST",
             "__netif_receive_skb_core" => "UNHANDLED_PROTO",
@@ -242,7 +242,8 @@ impl Expect {
     /// Is `loc` where this kernel drops `kind`?
     pub fn located(&self, kind: &str, loc: &str) -> bool {
         match kind {
-            "NO_SOCKET" => loc == "__udp4_lib_rcv",
+            // 7.x inlines __udp4_lib_rcv into udp_rcv.
+            "NO_SOCKET" => loc == "__udp4_lib_rcv" || loc == "udp_rcv",
             "NETFILTER_DROP" => loc == self.netfilter_location(),
             "OTHERHOST" => loc == "ip_rcv_core" || (!self.reasons && loc == "ip_rcv"),
             "UNHANDLED_PROTO" => loc == "__netif_receive_skb_core",

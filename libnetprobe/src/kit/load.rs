@@ -5,6 +5,7 @@ use crate::probe::Plan;
 use crate::symbol::{base_name, KernelSymbolizer};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject};
+use std::collections::HashMap;
 use std::mem::MaybeUninit;
 
 /// The opened (not yet loaded) skeleton of builder `B`.
@@ -25,6 +26,7 @@ pub struct LoadedSet<S> {
     /// The long-lived kernel symbolizer (kallsyms is read before the set says it is ready).
     pub symbols: KernelSymbolizer,
     links: Vec<Link>,
+    locations: HashMap<u64, (String, String)>,
 }
 
 impl<S> LoadedSet<S> {
@@ -38,13 +40,20 @@ impl<S> LoadedSet<S> {
         if addr == 0 {
             return ("-".into(), "-".into());
         }
+        if let Some(l) = self.locations.get(&addr) {
+            return l.clone();
+        }
         let f = self.symbols.frame(addr);
         let func = if f.func.is_empty() {
             f.to_string()
         } else {
             base_name(&f.func).to_string()
         };
-        (f.to_string(), func)
+        let l = (f.to_string(), func);
+        if self.locations.len() < 65536 {
+            self.locations.insert(addr, l.clone());
+        }
+        l
     }
 }
 
@@ -107,5 +116,6 @@ where
         stacks,
         symbols,
         links,
+        locations: HashMap::new(),
     })
 }

@@ -45,6 +45,8 @@ impl<T: plain::Plain + Default + 'static> EventRing<T> {
         self.ring
             .consume()
             .context(|| "consume ring buffer".into())?;
-        Ok(std::mem::take(&mut *self.pending.borrow_mut()))
+        let mut pending = self.pending.borrow_mut();
+        let room = pending.len();
+        Ok(std::mem::replace(&mut *pending, Vec::with_capacity(room)))
     }
 }

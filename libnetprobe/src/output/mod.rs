@@ -64,10 +64,24 @@ pub fn text(s: &str) -> Result<()> {
     out.flush()
 }
 
-/// Local time as `YYYY-MM-DD HH:MM:SS.mmm`.
+/// Local time as `YYYY-MM-DD HH:MM:SS.mmm`. The date and time of the last second seen is
+/// kept, so an event stream formats a second once, not once per event.
 pub fn local_time(t: SystemTime) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as libc::time_t;
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != d.as_secs() {
+            *last = (d.as_secs(), local_seconds(d.as_secs()));
+        }
+        format!("{}.{:03}", last.1, d.subsec_millis())
+    })
+}
+
+fn local_seconds(secs: u64) -> String {
+    let secs = secs as libc::time_t;
     // SAFETY: localtime_r only writes into the tm we pass.
     let tm = unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
@@ -75,14 +89,13 @@ pub fn local_time(t: SystemTime) -> String {
         tm
     };
     format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
         tm.tm_year + 1900,
         tm.tm_mon + 1,
         tm.tm_mday,
         tm.tm_hour,
         tm.tm_min,
         tm.tm_sec,
-        d.subsec_millis()
     )
 }
 

@@ -39,9 +39,10 @@ MODULE_TREES="net/netfilter net/ipv4/netfilter net/ipv6/netfilter net/openvswitc
 # Kernel options the image and the tests rely on being =y (checked in boot/config-*).
 REQUIRED_BUILTIN="BLK_DEV_INITRD RD_GZIP DEVTMPFS SERIAL_8250_CONSOLE PROC_FS SYSFS TMPFS BPF_SYSCALL
     DEBUG_INFO_BTF BPF_EVENTS FTRACE NET_NS PACKET INET UNIX MODULES"
-# Options behind VM_EXTRA_MODULES: either =y or =m will do (sid builds NETFILTER_NETLINK in).
-REQUIRED_MODULE_OPTS="TUN VETH TAP VLAN_8021Q NET_SCH_INGRESS NET_CLS_BPF NETFILTER_NETLINK NF_TABLES
-    OPENVSWITCH VHOST_NET"
+# module:CONFIG option of the modules the tests use. Either =y or =m will do: sid builds
+# NETFILTER_NETLINK in, and lists no nfnetlink in modules.builtin (it is part of netfilter core).
+MODULE_OPTS="tun:TUN veth:VETH tap:TAP 8021q:VLAN_8021Q sch_ingress:NET_SCH_INGRESS cls_bpf:NET_CLS_BPF
+    nfnetlink:NETFILTER_NETLINK nf_tables:NF_TABLES openvswitch:OPENVSWITCH vhost_net:VHOST_NET"
 # Host programs the tests shell out to that busybox cannot replace (busybox ip has no netns).
 HOST_PROGRAMS="ip nft bpftool"
 APT_PACKAGES="qemu-system-x86 busybox-static kmod cpio xz-utils gzip iproute2 nftables bpftool libelf-dev zlib1g-dev"
@@ -177,14 +178,15 @@ declare -A SUITE_READY
 # Writes suite $1's private apt configuration and refreshes its lists when they are missing,
 # older than VM_APT_MAX_AGE or for another mirror.
 suite_setup() {
-    local s=$1 d age
+    local s=$1 d age conf
     is_private "$s" || return 0
     [ -z "${SUITE_READY[$s]:-}" ] || return 0
     [[ $s =~ ^[a-z0-9][a-z0-9.+-]*$ ]] || die "bad suite name '$s' in KERNELS"
     [ -n "$DEBIAN_MIRROR" ] || DEBIAN_MIRROR=$(host_mirror)
     d=$(suite_dir "$s")
     mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
-    cat >"$d/apt.conf" <<EOF
+    conf=$(
+        cat <<EOF
 // Written by tests/vm/run.sh: Debian $s for the VM kernel matrix (APT_CONFIG=this file).
 Dir::Etc::SourceList "$d/sources.list";
 Dir::Etc::SourceParts "/dev/null";
@@ -195,6 +197,8 @@ Dir::Cache "$d/cache";
 // Only the Packages index (no AppStream metadata).
 Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
 EOF
+    )
+    [ "$(cat "$d/apt.conf" 2>/dev/null)" = "$conf" ] || echo "$conf" >"$d/apt.conf"
     if [ "$(cat "$d/sources.list" 2>/dev/null)" != "deb $DEBIAN_MIRROR $s main" ]; then
         echo "deb $DEBIAN_MIRROR $s main" >"$d/sources.list"
         rm -f "$d/updated"
@@ -233,8 +237,9 @@ fetch_deb() {
     die "apt-get download $p=$v did not produce $DEB"
 }
 
-# Fills, per KERNELS entry, KDIR (extracted package root), KVER (uname -r) and KIMG (vmlinuz).
-declare -A KDIR KVER KIMG
+# Fills, per KERNELS entry, KDIR (extracted package root), KVER (uname -r), KIMG (vmlinuz) and
+# KBUILTIN (the MODULE_OPTS modules its config builds in).
+declare -A KDIR KVER KIMG KBUILTIN
 KLIST=()
 for k in $KERNELS; do
     suite=
@@ -305,13 +310,15 @@ for k in $KERNELS; do
             grep -q "^CONFIG_$opt=y" "$cfg" || log "warning: $kver: CONFIG_$opt is not built in ($(grep "CONFIG_${opt}[= ]" "$cfg" || echo unset))"
         done
         builtin=()
-        for opt in $REQUIRED_MODULE_OPTS; do
+        for mo in $MODULE_OPTS; do
+            opt=${mo#*:}
             if grep -q "^CONFIG_$opt=y" "$cfg"; then
-                builtin+=("$opt")
+                builtin+=("${mo%%:*}")
             elif ! grep -q "^CONFIG_$opt=m" "$cfg"; then
-                log "warning: $kver: CONFIG_$opt is neither =y nor =m ($(grep "CONFIG_${opt}[= ]" "$cfg" || echo unset))"
+                log "warning: $kver: CONFIG_$opt (${mo%%:*}) is neither =y nor =m ($(grep "CONFIG_${opt}[= ]" "$cfg" || echo unset))"
             fi
         done
+        KBUILTIN[$k]=${builtin[*]}
         [ "${#builtin[@]}" -eq 0 ] || log "$kver: built in, not modules: ${builtin[*]}"
     else
         log "$kver: no kernel config (boot/config-$kver, lib/modules/$kver/config) in the packages; skipping the config check"
@@ -444,8 +451,10 @@ build_base() {
 }
 
 # Copies the module closure of kernel $1 (KERNELS entry) into root $2 and runs depmod there.
+# Also writes the image's list of modules for /init to load, without the built-in ones.
 add_modules() {
-    local k=$1 r=$2 dir=${KDIR[$1]} kver=${KVER[$1]} src dst names=() t f rel line
+    local k=$1 r=$2 dir=${KDIR[$1]} kver=${KVER[$1]} src dst names=() t f rel line up=()
+    local built_in=" ${KBUILTIN[$1]:-} "
     src=$dir/lib/modules/$kver
     dst=$r/lib/modules/$kver
     mkdir -p "$dst"
@@ -456,7 +465,9 @@ add_modules() {
             names+=("${f%%.ko*}")
         done < <(find "$src/kernel/$t" -name '*.ko*')
     done
-    names+=("${EXTRA_MODULES[@]}")
+    for t in "${EXTRA_MODULES[@]}"; do
+        [[ $built_in == *" $t "* ]] || names+=("$t")
+    done
     # modprobe resolves hard and soft dependencies; "builtin x" lines need nothing copied.
     while read -r line; do
         f=$(awk '$1 == "insmod" {print $2}' <<<"$line")
@@ -473,11 +484,18 @@ add_modules() {
     for f in modules.builtin modules.builtin.modinfo modules.order; do
         [ -f "$src/$f" ] && cp "$src/$f" "$dst/"
     done
+    [ ! -s "$TARGET/modprobe-$kver.err" ] ||
+        log "$kver: modprobe --show-depends: $(head -n 3 "$TARGET/modprobe-$kver.err" | tr '\n' ' ')"
     depmod -b "$r" "$kver"
-    for t in $VM_MODULES; do
+    for t in "${MODULES_UP_FRONT[@]}"; do
+        if [[ $built_in == *" $t "* ]]; then
+            continue
+        fi
         modprobe -d "$r" -S "$kver" --show-depends "$t" >/dev/null 2>&1 ||
             die "module $t is neither in the image nor built into $kver"
+        up+=("$t")
     done
+    printf '%s\n' "${up[@]}" >"$r/etc/netprobe-vm/modules"
 }
 
 BASE=$IMAGES/base

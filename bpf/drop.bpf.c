@@ -283,6 +283,12 @@ static __always_inline int needs_l2(void)
 	return drop_cfg.mode == DROP_MODE_DETAILS || drop_cfg.eth_class || drop_cfg.has_vlan_filter;
 }
 
+/* Are length, packet type and the offloaded VLAN tag used? */
+static __always_inline int needs_meta(void)
+{
+	return drop_cfg.mode == DROP_MODE_DETAILS || drop_cfg.has_vlan_filter;
+}
+
 /* Do filters look at packet contents? */
 static __always_inline int packet_filters(void)
 {
@@ -346,9 +352,12 @@ static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return 0;
-	__builtin_memset(&s->pkt, 0, sizeof(s->pkt));
+	if (needs_l2() || needs_meta())
+		__builtin_memset(&s->pkt, 0, sizeof(s->pkt));
+	else
+		__builtin_memset(&s->pkt.flow, 0, sizeof(s->pkt.flow));
 	if (needs_packet()) {
-		np_parse_skb(skb, &s->pkt, s->buf, needs_l2(), direct);
+		np_parse_skb(skb, &s->pkt, s->buf, needs_l2(), needs_meta(), direct);
 		if (!np_match_flow(&s->pkt.flow) || !eth_class_match(&s->pkt))
 			return 0;
 		if (drop_cfg.has_vlan_filter &&

@@ -115,25 +115,34 @@ static __always_inline void np_parse_l4(const __u8 *l4, struct np_pkt *p)
 	}
 }
 
+/* Bytes of the network header a flow needs: IPv4 + ports (and ARP), IPv6 + ports. */
+#define NP_FLOW_READ_V4 28 /* ARP: sender and target addresses end at 28 */
+#define NP_FLOW_READ_V6 44
+
 /*
  * Decodes L2-L4 headers of @skb into @p with two reads of packet memory (one at the MAC header,
  * only if @with_l2, one at the network header). Never fails: what cannot be read stays zero.
+ * Without @with_meta only the flow is decoded (a summary key): no length, packet type, VLAN
+ * or TCP flags, and only the header bytes the flow needs are read.
  * @buf: NP_L3_READ bytes of scratch space (the BPF stack is too small for everything).
  */
 static __always_inline void np_parse_skb(struct sk_buff *skb, struct np_pkt *p, __u8 *buf,
-					 const int with_l2, const int direct)
+					 const int with_l2, const int with_meta, const int direct)
 {
 	unsigned char *head = NP_RD(direct, skb->head, skb, head);
-	__u16 mac = NP_RD(direct, skb->mac_header, skb, mac_header);
+	__u16 mac = with_l2 ? NP_RD(direct, skb->mac_header, skb, mac_header) : 0;
 	__u16 net = NP_RD(direct, skb->network_header, skb, network_header);
 	__u16 proto = bpf_ntohs(NP_RD(direct, skb->protocol, skb, protocol));
+	long err;
 
-	p->len = NP_RD(direct, skb->len, skb, len);
-	if (direct)
-		p->pkt_type = BPF_CORE_READ_BITFIELD(skb, pkt_type);
-	else
-		p->pkt_type = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
-	np_skb_hw_vlan(skb, p, direct);
+	if (with_meta) {
+		p->len = NP_RD(direct, skb->len, skb, len);
+		if (direct)
+			p->pkt_type = BPF_CORE_READ_BITFIELD(skb, pkt_type);
+		else
+			p->pkt_type = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
+		np_skb_hw_vlan(skb, p, direct);
+	}
 
 	if (with_l2 && mac != NP_NO_HEADER) {
 		__u8 eth[NP_ETH_HLEN + 4] = {};
@@ -160,7 +169,13 @@ static __always_inline void np_parse_skb(struct sk_buff *skb, struct np_pkt *p, 
 	if (proto != NP_ETH_P_IP && proto != NP_ETH_P_IPV6 && proto != NP_ETH_P_ARP &&
 	    proto != NP_ETH_P_RARP)
 		return;
-	if (bpf_probe_read_kernel(buf, NP_L3_READ, head + net))
+	if (with_meta)
+		err = bpf_probe_read_kernel(buf, NP_L3_READ, head + net);
+	else if (proto == NP_ETH_P_IPV6)
+		err = bpf_probe_read_kernel(buf, NP_FLOW_READ_V6, head + net);
+	else
+		err = bpf_probe_read_kernel(buf, NP_FLOW_READ_V4, head + net);
+	if (err)
 		return;
 
 	if (proto == NP_ETH_P_IP) {

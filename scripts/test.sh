@@ -10,8 +10,9 @@ fi
 bash scripts/setup.sh
 # Unit, integration and doc tests; examples are built too (a test runs one).
 cargo test --workspace
-# The same integration tests on stock Debian kernels (6.1, 6.12) in QEMU: kprobes, fentry,
-# openvswitch and vhost-net exist there, and reason enums differ. NETPROBE_SKIP_VM=1 skips it.
+# The same integration tests on stock Debian kernels (5.10, 6.1, 6.12, 7.2) in QEMU: kprobes,
+# fentry, openvswitch and vhost-net exist there, and reason enums differ (5.10 has none).
+# NETPROBE_SKIP_VM=1 skips it.
 if [ "${NETPROBE_SKIP_VM:-0}" != 1 ]; then
     bash tests/vm/run.sh
 fi

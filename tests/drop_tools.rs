@@ -969,3 +969,48 @@ fn namespaces_are_matched_by_cookie_where_the_kernel_has_one() {
     }
     assert!(header.contains("netns="), "{header}");
 }
+
+/// Connects over TCP from namespace a to a closed port in b `n` times (each SYN is freed in
+/// tcp_v4_rcv and answered with a RST).
+fn tcp_to_closed_port(lab: &Lab, n: usize) {
+    let dst = SocketAddrV4::new(lab.b_ip, 9);
+    in_netns(&lab.a, move || {
+        for _ in 0..n {
+            let r = std::net::TcpStream::connect_timeout(&dst.into(), Duration::from_secs(2));
+            assert!(r.is_err(), "nothing listens on {dst}");
+        }
+    });
+}
+
+#[test]
+fn normal_frees_are_told_from_drops() {
+    require_root();
+    let lab = Lab::new("nrm");
+    let x = Expect::of_this_kernel();
+    let tcp_frees = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["--netns", lab.b.as_str(), "--json", "--l4-protocol", "tcp"];
+        args.extend_from_slice(extra);
+        let tool = ToolRun::start(ETH_DROP, &args);
+        tcp_to_closed_port(&lab, 3);
+        let out = tool.stop(Signal::SIGINT);
+        assert!(out.status.success(), "{:?}", out.stderr);
+        out.json()
+            .into_iter()
+            .filter(|v| v["type"] == "drop" && v["location_func"] == "tcp_v4_rcv")
+            .collect()
+    };
+    let default = tcp_frees(&[]);
+    let all = tcp_frees(&["--disable-normal-filter"]);
+    if x.reasons {
+        // The reason says it: a SYN to a closed port is a NO_SOCKET drop, reported either way.
+        assert_eq!(default.len(), 3, "{default:#?}");
+        assert!(default.iter().all(|e| e["reason"] == "NO_SOCKET"));
+        assert!(all.len() >= 3, "{all:#?}");
+    } else {
+        // No reason before 5.17: frees in tcp_v4_rcv are normal frees to the seed's filter,
+        // which runs in BPF, unless --disable-normal-filter.
+        assert!(default.is_empty(), "{default:#?}");
+        assert_eq!(all.len(), 3, "{all:#?}");
+        assert!(all.iter().all(|e| e["reason"] == "-"));
+    }
+}

@@ -590,9 +590,16 @@ fn bad_input_is_one_line_and_exit_2() {
         (SUMMARY, &["--netns", "np-not-a-netns-file"]),
         ("env", &["NETPROBE_DISABLE=tp_bft", SUMMARY, "-d", "1"]),
     ];
-    // A plain file where `ip netns` keeps namespaces is not a namespace.
+    // A plain file where `ip netns` keeps namespaces is not a namespace (removed on any exit).
+    struct PlainFile(&'static str);
+    impl Drop for PlainFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
     std::fs::create_dir_all("/run/netns").unwrap();
-    std::fs::write("/run/netns/np-not-a-netns-file", b"").unwrap();
+    let plain = PlainFile("/run/netns/np-not-a-netns-file");
+    std::fs::write(plain.0, b"").unwrap();
     for (bin, args) in cases {
         let out = run_tool(bin, args);
         let name = if *bin == "env" { args[1] } else { bin };
@@ -618,7 +625,7 @@ fn bad_input_is_one_line_and_exit_2() {
         assert!(!lines[0].contains("panicked"), "{}", lines[0]);
         assert!(out.stdout.is_empty(), "{name} {args:?}: nothing on stdout");
     }
-    let _ = std::fs::remove_file("/run/netns/np-not-a-netns-file");
+    drop(plain);
     // A long bad value is quoted shortened, not echoed whole.
     let long = "X".repeat(5000);
     let out = run_tool(SUMMARY, &["--reason", &long]);

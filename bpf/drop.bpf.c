@@ -357,7 +357,8 @@ static __always_inline int handle_drop(void *ctx, struct sk_buff *skb, __u64 loc
 	else
 		__builtin_memset(&s->pkt.flow, 0, sizeof(s->pkt.flow));
 	if (needs_packet()) {
-		np_parse_skb(skb, &s->pkt, s->buf, needs_l2(), needs_meta(), direct);
+		if (!(direct && !needs_l2() && !needs_meta() && np_parse_flow_btf(skb, &s->pkt)))
+			np_parse_skb(skb, &s->pkt, s->buf, needs_l2(), needs_meta(), direct);
 		if (!np_match_flow(&s->pkt.flow) || !eth_class_match(&s->pkt))
 			return 0;
 		if (drop_cfg.has_vlan_filter &&

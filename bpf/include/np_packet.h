@@ -218,6 +218,68 @@ static __always_inline void np_parse_skb(struct sk_buff *skb, struct np_pkt *p, 
 	}
 }
 
+/* 6.2+: an untrusted BTF pointer from an address; loads through it need no helper call. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+/*
+ * The flow of an IPv4/IPv6 packet with plain (fault-safe) loads through bpf_rdonly_cast, for
+ * tp_btf programs on kernels that have it: a summary key without a bpf_probe_read_kernel call.
+ * Returns 0 when it cannot (another protocol, no kfunc): the caller uses np_parse_skb.
+ */
+static __always_inline int np_parse_flow_btf(struct sk_buff *skb, struct np_pkt *p)
+{
+	unsigned char *head;
+	__u16 proto, net;
+	__u8 l4, ihl;
+
+	if (!bpf_ksym_exists(bpf_rdonly_cast))
+		return 0;
+	proto = bpf_ntohs(skb->protocol);
+	head = skb->head;
+	net = skb->network_header;
+	if (proto == NP_ETH_P_IP) {
+		struct iphdr *ip = bpf_rdonly_cast(head + net, bpf_core_type_id_kernel(struct iphdr));
+		__u32 saddr = ip->saddr, daddr = ip->daddr;
+
+		ihl = *(__u8 *)ip & 0x0f;
+		if ((*(__u8 *)ip >> 4) != 4)
+			return 0;
+		l4 = ip->protocol;
+		p->flow.l3 = NP_L3_IPV4;
+		p->flow.l4proto = l4;
+		__builtin_memcpy(p->flow.saddr, &saddr, 4);
+		__builtin_memcpy(p->flow.daddr, &daddr, 4);
+		if (bpf_ntohs(ip->frag_off) & 0x1fff)
+			goto done;
+		net += ihl * 4;
+	} else if (proto == NP_ETH_P_IPV6) {
+		struct ipv6hdr *ip6 =
+			bpf_rdonly_cast(head + net, bpf_core_type_id_kernel(struct ipv6hdr));
+		__u32 *s = (__u32 *)p->flow.saddr, *d = (__u32 *)p->flow.daddr;
+
+		l4 = ip6->nexthdr;
+		p->flow.l3 = NP_L3_IPV6;
+		p->flow.l4proto = l4;
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			s[i] = ip6->saddr.in6_u.u6_addr32[i];
+			d[i] = ip6->daddr.in6_u.u6_addr32[i];
+		}
+		net += 40;
+	} else {
+		return 0;
+	}
+	if (l4 == NP_IPPROTO_UDP || l4 == NP_IPPROTO_TCP) {
+		struct udphdr *uh = bpf_rdonly_cast(head + net, bpf_core_type_id_kernel(struct udphdr));
+
+		p->flow.sport = bpf_ntohs(uh->source);
+		p->flow.dport = bpf_ntohs(uh->dest);
+	}
+done:
+	p->flow.ethertype = proto;
+	return 1;
+}
+
 /* Does the filter look at packet contents (so the packet must be decoded)? */
 static __always_inline int np_filter_needs_packet(void)
 {

@@ -30,9 +30,6 @@ pub enum Error {
     /// A set's BPF object lacks a map the kit expects (a bug in the set).
     #[error("BPF object has no map '{0}' (does the set include np_common.h?)")]
     MissingMap(String),
-    /// A network namespace a tool filters on was deleted while it ran.
-    #[error("{0}")]
-    NamespaceGone(String),
     /// A libbpf call failed.
     #[error("{context}: {source}")]
     Bpf {

@@ -25,16 +25,11 @@ pub struct LoadedSet<S> {
     pub stacks: StackStore,
     /// The long-lived kernel symbolizer (kallsyms is read before the set says it is ready).
     pub symbols: KernelSymbolizer,
-    links: Vec<Link>,
+    _links: Vec<Link>,
     locations: HashMap<u64, (String, String)>,
 }
 
 impl<S> LoadedSet<S> {
-    /// Number of attached links.
-    pub fn links(&self) -> usize {
-        self.links.len()
-    }
-
     /// `func+0xoff` and the function's base name of a kernel address (`-` for 0).
     pub fn location(&mut self, addr: u64) -> (String, String) {
         if addr == 0 {
@@ -115,7 +110,7 @@ where
         stats,
         stacks,
         symbols,
-        links,
+        _links: links,
         locations: HashMap::new(),
     })
 }

@@ -70,11 +70,13 @@ impl KitConfig {
 
 /// Copies a skeleton-generated struct into another skeleton's type of the same C struct.
 pub fn copy_same_layout<D: plain::Plain, S: plain::Plain>(dst: &mut D, src: &S) {
-    assert_eq!(
-        std::mem::size_of::<D>(),
-        std::mem::size_of::<S>(),
-        "the same C struct from the same header"
-    );
+    // Checked when the program is built: two structs of different sizes do not compile.
+    const {
+        assert!(
+            std::mem::size_of::<D>() == std::mem::size_of::<S>(),
+            "the same C struct from the same header"
+        )
+    };
     // SAFETY: both are plain C structs; any bytes are valid for D.
     let bytes = unsafe { plain::as_bytes(src) };
     // SAFETY: as above.

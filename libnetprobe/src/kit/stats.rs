@@ -137,20 +137,6 @@ impl StatsReader {
         s
     }
 
-    /// Events that passed the filters so far (details sets count them in `seen`).
-    pub fn seen(&self) -> u64 {
-        let Ok(Some(per_cpu)) = self.map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) else {
-            return 0;
-        };
-        per_cpu
-            .iter()
-            .filter_map(|b| {
-                let mut v = RawStats::default();
-                plain::copy_from_bytes(&mut v, b).ok().map(|_| v.seen)
-            })
-            .sum()
-    }
-
     /// Counters since the previous call (since load on the first).
     pub fn delta(&mut self) -> BpfStats {
         let now = self.total();

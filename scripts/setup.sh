@@ -11,6 +11,7 @@ have_pkg libelf-dev || need+=(libelf-dev)
 have_pkg zlib1g-dev || need+=(zlib1g-dev)
 have_cmd ip || need+=(iproute2)
 have_cmd nft || need+=(nftables)
+have_cmd ping || need+=(iputils-ping)
 have_cmd bpftool || need+=(bpftool)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "setup: installing ${need[*]}"

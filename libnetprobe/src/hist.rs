@@ -43,7 +43,8 @@ pub fn slot_of(v: u64) -> usize {
     (64 - v.leading_zeros()) as usize
 }
 
-fn slot_bounds(i: usize) -> (u64, u64) {
+/// The values slot `i` holds: `[low, high]`.
+pub fn slot_bounds(i: usize) -> (u64, u64) {
     match i {
         0 => (0, 0),
         64.. => (1 << 63, u64::MAX),
@@ -68,6 +69,22 @@ impl Log2Hist {
     pub fn record(&mut self, v: u64) {
         self.slots[slot_of(v).min(SLOTS - 1)] += 1;
         self.max = self.max.max(v);
+    }
+
+    /// Count of slot `i` (0 beyond the last).
+    pub fn slot(&self, i: usize) -> u64 {
+        self.slots.get(i).copied().unwrap_or(0)
+    }
+
+    /// Non-empty buckets as (low, high, count), lowest first.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        (0..SLOTS).filter_map(move |i| {
+            let c = self.slots[i];
+            (c > 0).then(|| {
+                let (lo, hi) = slot_bounds(i);
+                (lo, hi, c)
+            })
+        })
     }
 
     /// Total number of values.
@@ -106,6 +123,32 @@ impl Log2Hist {
 
     /// bcc-style rendering with the unit in the header and percentiles below.
     pub fn render(&self, unit: &str) -> String {
+        let p = self.percentiles();
+        let line = format!(
+            "count {}  P50 {} {unit}  P90 {} {unit}  P99 {} {unit}  P99.9 {} {unit}  max {} {unit}",
+            p.count, p.p50, p.p90, p.p99, p.p999, p.max
+        );
+        self.render_with(unit, &line)
+    }
+
+    /// Nanosecond histogram, bcc-style, with percentiles and the mean in readable units
+    /// (`P99 1.2 ms`) below.
+    pub fn render_ns(&self, avg_ns: u64) -> String {
+        let p = self.percentiles();
+        let line = format!(
+            "count {}  avg {}  P50 {}  P90 {}  P99 {}  P99.9 {}  max {}",
+            p.count,
+            human_ns(avg_ns),
+            human_ns(p.p50),
+            human_ns(p.p90),
+            human_ns(p.p99),
+            human_ns(p.p999),
+            human_ns(p.max)
+        );
+        self.render_with("nsecs", &line)
+    }
+
+    fn render_with(&self, unit: &str, footer: &str) -> String {
         let mut out = String::new();
         let used: Vec<usize> = (0..SLOTS).filter(|i| self.slots[*i] > 0).collect();
         let _ = writeln!(out, "{:>24} : {:<8} distribution", unit, "count");
@@ -124,13 +167,23 @@ impl Log2Hist {
                 );
             }
         }
-        let p = self.percentiles();
-        let _ = writeln!(
-            out,
-            "count {}  P50 {} {unit}  P90 {} {unit}  P99 {} {unit}  P99.9 {} {unit}  max {} {unit}",
-            p.count, p.p50, p.p90, p.p99, p.p999, p.max
-        );
+        let _ = writeln!(out, "{footer}");
         out
+    }
+}
+
+/// A nanosecond value in the largest unit that keeps it readable: `850 ns`, `12.3 us`,
+/// `4.56 ms`, `1.20 s`.
+pub fn human_ns(ns: u64) -> String {
+    let v = ns as f64;
+    if ns < 1_000 {
+        format!("{ns} ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1} us", v / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2} ms", v / 1e6)
+    } else {
+        format!("{:.2} s", v / 1e9)
     }
 }
 

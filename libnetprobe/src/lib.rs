@@ -40,6 +40,10 @@ pub mod skel {
     pub mod drop {
         include!(concat!(env!("OUT_DIR"), "/drop.skel.rs"));
     }
+    /// The latency probe set's BPF object (the stage engine).
+    pub mod latency {
+        include!(concat!(env!("OUT_DIR"), "/latency.skel.rs"));
+    }
     /// The kit's shared types (`bpf/kit.bpf.c`: stats, kit config, boundary enums).
     pub mod kit {
         include!(concat!(env!("OUT_DIR"), "/kit.skel.rs"));

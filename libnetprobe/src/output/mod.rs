@@ -7,6 +7,7 @@ use std::io::{BufWriter, Stdout, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod drop;
+pub mod latency;
 pub mod table;
 pub use table::Table;
 

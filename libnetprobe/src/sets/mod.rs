@@ -2,10 +2,14 @@
 //! through [`crate::kit`] and turns what they report into domain types.
 pub mod drop;
 pub mod flow;
+pub mod latency;
 
 use crate::kit::set::SetInfo;
 
 /// Every probe set of the library, for `netprobe_check`.
 pub fn all() -> Vec<SetInfo> {
-    vec![SetInfo::of::<drop::DropSet>()]
+    vec![
+        SetInfo::of::<drop::DropSet>(),
+        SetInfo::of::<latency::LatencySet>(),
+    ]
 }

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod cost;
 pub mod drops;
 pub mod flood;
+pub mod latency;
 pub use drops::{rx_stat64, Drops, Expect, UNKNOWN_ETHERTYPE};
 pub mod testkit;
 

@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Latency probe set: the stage engine's structs and enums that cross the BPF/Rust boundary. */
+#pragma once
+
+#include "np_types.h"
+
+/* Stage positions per path (user space defines the paths). */
+#define LAT_MAX_STAGES 12
+/* Paths one load can track at once (e.g. tx and rx). */
+#define LAT_MAX_PATHS 2
+/* Devices per role (bond members). */
+#define LAT_ROLE_DEVS 4
+/* Adjacent pairs (from, to) plus the total, per path. */
+#define LAT_PAIRS (LAT_MAX_STAGES * LAT_MAX_STAGES + 1)
+#define LAT_TOTAL_PAIR (LAT_MAX_STAGES * LAT_MAX_STAGES)
+/* Histogram cells per interval generation. */
+#define LAT_HIST_CELLS (LAT_MAX_PATHS * LAT_PAIRS)
+/* log2 slots of a nanosecond histogram. */
+#define LAT_SLOTS 64
+/* log2 slots of a per-flow histogram (up to 2^31 ns = 2.1 s; longer lands in the last). */
+#define LAT_FLOW_SLOTS 32
+
+/* The sizes above, exported so Rust sizes its reads from the same numbers. */
+enum lat_sizes {
+	LAT_SIZE_STAGES = LAT_MAX_STAGES,
+	LAT_SIZE_PATHS = LAT_MAX_PATHS,
+	LAT_SIZE_ROLE_DEVS = LAT_ROLE_DEVS,
+	LAT_SIZE_PAIRS = LAT_PAIRS,
+	LAT_SIZE_HIST_CELLS = LAT_HIST_CELLS,
+};
+
+/* Where a stage hooks the kernel: one BPF program (or several, for the rx entry) per hook. */
+enum lat_hook {
+	LAT_HOOK_DEV_QUEUE = 0,     /* net:net_dev_queue */
+	LAT_HOOK_QDISC_DEQUEUE = 1, /* qdisc:qdisc_dequeue */
+	LAT_HOOK_START_XMIT = 2,    /* net:net_dev_start_xmit */
+	LAT_HOOK_DEV_XMIT = 3,      /* net:net_dev_xmit (identity from start_xmit on this CPU) */
+	LAT_HOOK_RX_ENTRY = 4,      /* napi_gro_receive_entry, netif_receive_skb(_list)_entry, netif_rx, napi_gro_frags_entry */
+	LAT_HOOK_RECEIVE = 5,       /* net:netif_receive_skb (__netif_receive_skb_core) */
+	LAT_HOOK_SOCK_READ = 6,     /* skb:skb_copy_datagram_iovec (a process reads the packet) */
+	LAT_HOOK_TUN_READ = 7,      /* skb:consume_skb located in tun_do_read (a tap reader pulled it) */
+	LAT_HOOK_CONSUMED = 8,      /* skb:consume_skb elsewhere (freed after use, e.g. an echo request) */
+	LAT_HOOKS = 9,
+};
+
+/* What a device is to the path; ANY for hooks without a device of their own. */
+enum lat_role {
+	LAT_ROLE_ANY = 0,
+	LAT_ROLE_PHY = 1,
+	LAT_ROLE_INTERNAL = 2,
+	LAT_ROLE_VM = 3,
+	LAT_ROLES = 4,
+};
+
+enum lat_stage_flags {
+	LAT_FIRST = 1,      /* opens the packet's state */
+	LAT_LAST = 2,       /* closes it: totals, histograms, the details event */
+	LAT_FROM_DATA = 4,  /* parse at skb->data (L3 after eth_type_trans), not network_header */
+	LAT_ICMP_REQ = 8,   /* only ICMP echo requests (kernel_icmp_rtt) */
+	LAT_ICMP_REP = 16,  /* only ICMP echo replies */
+};
+
+/* The stage a hook on a device of some role is: 0 in `pos1` when it is none. */
+struct lat_stage_ref {
+	__u8 path;  /* path index */
+	__u8 pos1;  /* position in the path + 1 */
+	__u8 flags; /* enum lat_stage_flags */
+	__u8 pad;
+};
+
+struct lat_config {
+	struct lat_stage_ref stage[LAT_HOOKS][LAT_ROLES];
+	__u32 role_ifindex[LAT_ROLES][LAT_ROLE_DEVS]; /* 0 = unused */
+	__u64 threshold_ns;   /* details: report packets whose total is at least this */
+	__u64 tun_read_start; /* tun_do_read's address range (0: tell by the device alone) */
+	__u64 tun_read_end;
+	__u32 sample;         /* track 1 packet in N at the first stage (0, 1: all) */
+	__u8 hists;           /* summary: total histograms */
+	__u8 stage_hists;     /* summary: adjacent-stage histograms */
+	__u8 flows;           /* summary: per-flow totals */
+	__u8 events;          /* details: one event per slow packet */
+	__u8 meta;            /* record per-stage metadata (details) */
+	__u8 icmp_rtt;        /* echo request and reply share a key (kernel_icmp_rtt) */
+	__u8 pad[2];
+};
+
+/*
+ * A packet's identity, from its headers: the flow, plus TCP seq/ack, IPv4 id and fragment
+ * offset, ICMP id/seq, or (IPv6 UDP, no id) length and checksum.
+ */
+struct lat_key {
+	struct np_flow flow;
+	__u32 id;
+	__u32 id2;
+};
+
+/* What one stage saw. */
+struct lat_stage_rec {
+	__u64 ts_ns;   /* 0: the packet did not pass this stage */
+	__u32 ifindex;
+	__u32 hash;    /* skb->hash */
+	__u32 len;     /* skb->len */
+	__u32 qlen;    /* qdisc length at dequeue */
+	__u16 cpu;
+	__u16 queue;   /* skb->queue_mapping */
+	__u32 pad;
+};
+
+/* Per-packet state, first stage to last. */
+struct lat_state {
+	__u64 first_ns;
+	__u64 last_ns;
+	__u32 netns;
+	__u32 pid;
+	__u8 path;
+	__u8 last_pos;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u32 pad;
+	char comm[16];
+	struct lat_stage_rec st[LAT_MAX_STAGES];
+};
+
+/* One slow packet (details), sent at its last stage. */
+struct lat_event {
+	struct lat_key key;
+	struct lat_state s;
+	__u64 total_ns;
+};
+
+struct lat_hist {
+	__u64 slots[LAT_SLOTS];
+	__u64 sum_ns;
+};
+
+struct lat_flow_key {
+	struct np_flow flow; /* ICMP: echo id in sport */
+	__u32 path;
+};
+
+struct lat_flow_value {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 min_ns;
+	__u64 max_ns;
+	__u64 slots[LAT_FLOW_SLOTS];
+};
+
+/* Packet counters of the engine, per CPU. */
+struct lat_counters {
+	__u64 started;   /* first stage opened a packet */
+	__u64 completed; /* last stage closed one */
+	__u64 restarted; /* first stage saw a packet already open (retransmit, loop): reopened */
+	__u64 dropped;   /* closed by net_dev_xmit with an error */
+	__u64 stale_hint; /* a start_xmit whose net_dev_xmit never came on its CPU */
+};

@@ -1,0 +1,661 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Latency probe set: the stage engine. A path is an ordered list of stages (user space writes
+ * the table); each stage is a hook on a device of some role. A packet is known by its header
+ * fields at every stage; the first stage opens its state in an LRU hash, later stages advance
+ * it, the last closes it into histograms, per-flow totals or one details event.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
+#include "np_packet.h"
+#include "np_common.h"
+#include "latency.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile struct lat_config lat_cfg = {};
+
+NP_EXPORT_ENUM(lat_hook);
+NP_EXPORT_ENUM(lat_role);
+NP_EXPORT_ENUM(lat_stage_flags);
+NP_EXPORT_ENUM(lat_sizes);
+NP_EXPORT_ENUM(np_l3);
+
+/* Packets in flight, first stage to last. Sized by user space (--max-packets). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct lat_key);
+	__type(value, struct lat_state);
+} packets SEC(".maps");
+
+/* Histograms, two interval generations of LAT_HIST_CELLS cells each. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * LAT_HIST_CELLS);
+	__type(key, __u32);
+	__type(value, struct lat_hist);
+} hists SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct lat_flow_key);
+	__type(value, struct lat_flow_value);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lat_counters);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* Interval generation of the histograms; user space increments it before each read. */
+__u64 lat_gen = 0;
+
+struct lat_scratch {
+	struct lat_key key;
+	struct lat_state state;
+	struct lat_flow_value fv;
+	__u8 buf[96];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lat_scratch);
+} scratch SEC(".maps");
+
+/* net_dev_xmit may run after the skb is gone: start_xmit leaves its identity here. */
+struct lat_hint {
+	__u64 skb;
+	struct lat_key key;
+	__u32 role;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lat_hint);
+} hint SEC(".maps");
+
+static __always_inline struct lat_counters *lat_counters(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&counters, &zero);
+}
+
+static __always_inline __u32 lat_slot(__u64 v)
+{
+	/* floor(log2 v) + 1, 0 for 0: the same function as Rust's hist::slot_of. */
+	__u32 r = 0;
+
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) { v >>= 1; r += 1; }
+	return v ? r + 1 : 0;
+}
+
+static __always_inline void lat_hist_add(__u32 path, __u32 pair, __u64 ns)
+{
+	__u32 idx = (__u32)(lat_gen & 1) * LAT_HIST_CELLS + path * LAT_PAIRS + pair;
+	struct lat_hist *h;
+	__u32 slot;
+
+	if (idx >= 2 * LAT_HIST_CELLS)
+		return;
+	h = bpf_map_lookup_elem(&hists, &idx);
+	if (!h)
+		return;
+	slot = lat_slot(ns);
+	if (slot >= LAT_SLOTS)
+		slot = LAT_SLOTS - 1;
+	h->slots[slot]++;
+	h->sum_ns += ns;
+}
+
+static __always_inline void lat_flow_add(struct lat_scratch *s, __u32 path, __u64 ns,
+					 struct np_stats *st)
+{
+	struct lat_flow_key fk = {};
+	struct lat_flow_value *v;
+	__u32 slot = lat_slot(ns);
+
+	if (slot >= LAT_FLOW_SLOTS)
+		slot = LAT_FLOW_SLOTS - 1;
+	fk.flow = s->key.flow;
+	if (fk.flow.l4proto == NP_IPPROTO_ICMP || fk.flow.l4proto == NP_IPPROTO_ICMPV6)
+		fk.flow.sport = s->key.id >> 16;
+	fk.path = path;
+	v = bpf_map_lookup_elem(&flows, &fk);
+	if (!v) {
+		__builtin_memset(&s->fv, 0, sizeof(s->fv));
+		s->fv.min_ns = ns;
+		if (bpf_map_update_elem(&flows, &fk, &s->fv, BPF_NOEXIST) && !bpf_map_lookup_elem(&flows, &fk)) {
+			np_map_full(st);
+			return;
+		}
+		v = bpf_map_lookup_elem(&flows, &fk);
+		if (!v)
+			return;
+	}
+	__sync_fetch_and_add(&v->count, 1);
+	__sync_fetch_and_add(&v->sum_ns, ns);
+	__sync_fetch_and_add(&v->slots[slot], 1);
+	if (ns < v->min_ns)
+		v->min_ns = ns;
+	if (ns > v->max_ns)
+		v->max_ns = ns;
+}
+
+/*
+ * The identity of the packet in @skb. At @from_data stages the skb has just come in at L2 and
+ * skb->data is its network header (after eth_type_trans; a VLAN tag not taken by the hardware
+ * is skipped); elsewhere the network header is set. Returns 0 for what the engine cannot key.
+ */
+static __always_inline int lat_key_of(struct sk_buff *skb, struct lat_scratch *s,
+				      const int from_data, const int direct)
+{
+	struct lat_key *k = &s->key;
+	__u16 proto = bpf_ntohs(NP_RD(direct, skb->protocol, skb, protocol));
+	unsigned char *base;
+	__u8 *b = s->buf, *l4;
+	__u8 ihl, l4proto;
+
+	__builtin_memset(k, 0, sizeof(*k));
+	if (from_data) {
+		base = NP_RD(direct, skb->data, skb, data);
+		if (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD) {
+			__be16 inner = 0;
+
+			bpf_probe_read_kernel(&inner, sizeof(inner), base + 2);
+			proto = bpf_ntohs(inner);
+			base += 4;
+		}
+	} else {
+		unsigned char *head = NP_RD(direct, skb->head, skb, head);
+		__u16 nh = NP_RD(direct, skb->network_header, skb, network_header);
+
+		base = head + nh;
+	}
+	if (proto != NP_ETH_P_IP && proto != NP_ETH_P_IPV6)
+		return 0;
+	if (bpf_probe_read_kernel(b, 64, base))
+		return 0;
+	k->flow.ethertype = proto;
+	if (proto == NP_ETH_P_IP) {
+		__u16 frag = ((b[6] << 8) | b[7]) & 0x3fff;
+
+		if ((b[0] >> 4) != 4)
+			return 0;
+		ihl = b[0] & 0x0f;
+		l4proto = b[9];
+		k->flow.l3 = NP_L3_IPV4;
+		__builtin_memcpy(k->flow.saddr, b + 12, 4);
+		__builtin_memcpy(k->flow.daddr, b + 16, 4);
+		k->id = ((__u32)((b[4] << 8) | b[5]) << 16) | frag;
+		k->flow.l4proto = l4proto;
+		/* Fragments after the first: the IP id and offset are the identity. */
+		if (frag & 0x1fff)
+			return 1;
+		if (ihl == 5) {
+			l4 = b + 20;
+		} else {
+			if (ihl < 5 || bpf_probe_read_kernel(b + 64, 20, base + ihl * 4))
+				return 1;
+			l4 = b + 64;
+		}
+	} else {
+		if ((b[0] >> 4) != 6)
+			return 0;
+		l4proto = b[6];
+		k->flow.l3 = NP_L3_IPV6;
+		k->flow.l4proto = l4proto;
+		__builtin_memcpy(k->flow.saddr, b + 8, 16);
+		__builtin_memcpy(k->flow.daddr, b + 24, 16);
+		l4 = b + 40;
+	}
+	if (l4proto == NP_IPPROTO_TCP) {
+		k->flow.sport = (l4[0] << 8) | l4[1];
+		k->flow.dport = (l4[2] << 8) | l4[3];
+		k->id = ((__u32)l4[4] << 24) | (l4[5] << 16) | (l4[6] << 8) | l4[7];
+		k->id2 = ((__u32)l4[8] << 24) | (l4[9] << 16) | (l4[10] << 8) | l4[11];
+		s->state.tcp_flags = l4[13];
+	} else if (l4proto == NP_IPPROTO_UDP) {
+		k->flow.sport = (l4[0] << 8) | l4[1];
+		k->flow.dport = (l4[2] << 8) | l4[3];
+		/* IPv6 has no IP id: the UDP length and checksum stand in. */
+		if (proto == NP_ETH_P_IPV6)
+			k->id = ((__u32)((l4[4] << 8) | l4[5]) << 16) | (l4[6] << 8) | l4[7];
+	} else if (l4proto == NP_IPPROTO_ICMP || l4proto == NP_IPPROTO_ICMPV6) {
+		__u8 type = l4[0];
+
+		s->state.icmp_type = type;
+		k->id = ((__u32)((l4[4] << 8) | l4[5]) << 16) | (l4[6] << 8) | l4[7];
+		if (lat_cfg.icmp_rtt) {
+			/* Request and reply share a key: the reply's addresses are swapped back. */
+			if (type == 0 || type == 129) {
+				__u8 tmp[16];
+
+				__builtin_memcpy(tmp, k->flow.saddr, 16);
+				__builtin_memcpy(k->flow.saddr, k->flow.daddr, 16);
+				__builtin_memcpy(k->flow.daddr, tmp, 16);
+			} else if (type != 8 && type != 128) {
+				return 0;
+			}
+		}
+	}
+	return 1;
+}
+
+static __always_inline int lat_role_of(struct net_device *dev, const int direct)
+{
+	__u32 idx;
+
+	if (!dev)
+		return LAT_ROLE_ANY;
+	idx = NP_RD(direct, dev->ifindex, dev, ifindex);
+#pragma unroll
+	for (int r = 1; r < LAT_ROLES; r++)
+#pragma unroll
+		for (int i = 0; i < LAT_ROLE_DEVS; i++)
+			if (lat_cfg.role_ifindex[r][i] && lat_cfg.role_ifindex[r][i] == idx)
+				return r;
+	return LAT_ROLE_ANY;
+}
+
+static __always_inline void lat_record(struct lat_stage_rec *r, struct sk_buff *skb,
+				       struct net_device *dev, __u64 now, __u32 qlen,
+				       const int direct)
+{
+	r->ts_ns = now;
+	r->cpu = bpf_get_smp_processor_id();
+	r->qlen = qlen;
+	if (!lat_cfg.meta)
+		return;
+	r->ifindex = dev ? NP_RD(direct, dev->ifindex, dev, ifindex) : 0;
+	if (!skb)
+		return;
+	r->hash = NP_RD(direct, skb->hash, skb, hash);
+	r->len = NP_RD(direct, skb->len, skb, len);
+	r->queue = NP_RD(direct, skb->queue_mapping, skb, queue_mapping);
+}
+
+static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref ref,
+				     struct sk_buff *skb, struct net_device *dev, __u32 netns,
+				     __u64 now, __u32 qlen, struct np_stats *st, const int direct)
+{
+	struct lat_counters *c = lat_counters();
+	struct lat_state *ns = &s->state;
+	__u8 tcp_flags = ns->tcp_flags, icmp_type = ns->icmp_type;
+
+	if (!np_match_flow(&s->key.flow))
+		return;
+	if (lat_cfg.sample > 1 && bpf_get_prandom_u32() % lat_cfg.sample)
+		return;
+	if (lat_cfg.meta)
+		__builtin_memset(ns, 0, sizeof(*ns));
+	ns->first_ns = now;
+	ns->last_ns = now;
+	ns->path = ref.path;
+	ns->last_pos = 0;
+	ns->netns = netns;
+	ns->tcp_flags = tcp_flags;
+	ns->icmp_type = icmp_type;
+	if (lat_cfg.meta) {
+		ns->pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(ns->comm, sizeof(ns->comm));
+	}
+	lat_record(&ns->st[0], skb, dev, now, qlen, direct);
+	if (c && bpf_map_lookup_elem(&packets, &s->key))
+		c->restarted++;
+	if (bpf_map_update_elem(&packets, &s->key, ns, BPF_ANY)) {
+		np_map_full(st);
+		return;
+	}
+	if (c)
+		c->started++;
+}
+
+static __always_inline void lat_close(void *ctx, struct lat_scratch *s, struct lat_state *ps,
+				      __u64 now, struct np_stats *st)
+{
+	struct lat_counters *c = lat_counters();
+	__u64 total = now - ps->first_ns;
+	__u32 path = ps->path;
+
+	if (lat_cfg.hists)
+		lat_hist_add(path, LAT_TOTAL_PAIR, total);
+	if (lat_cfg.flows)
+		lat_flow_add(s, path, total, st);
+	if (lat_cfg.events && total >= lat_cfg.threshold_ns && np_rate_ok(st)) {
+		struct lat_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+		if (!e) {
+			np_lost_event(st);
+		} else {
+			e->key = s->key;
+			bpf_probe_read_kernel(&e->s, sizeof(e->s), ps);
+			e->total_ns = total;
+			np_submit(&events, e);
+		}
+	}
+	bpf_map_delete_elem(&packets, &s->key);
+	if (c)
+		c->completed++;
+}
+
+static __always_inline struct lat_stage_ref lat_ref(const int hook, int role)
+{
+	struct lat_stage_ref ref = lat_cfg.stage[hook][role & (LAT_ROLES - 1)];
+
+	if (!ref.pos1 && role)
+		ref = lat_cfg.stage[hook][LAT_ROLE_ANY];
+	return ref;
+}
+
+/*
+ * One stage event: @hook is a constant; @rc is net_dev_xmit's return code (else 0).
+ * start_xmit also leaves the packet's identity for net_dev_xmit on this CPU, whose skb may
+ * already be freed (veth hands it to the peer) and must not be read.
+ */
+static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net_device *dev,
+				      const int hook, __u32 qlen, int rc, const int direct)
+{
+	struct lat_stage_ref ref;
+	struct lat_scratch *s;
+	struct lat_state *ps;
+	struct np_stats *st;
+	struct lat_hint *h = 0;
+	__u32 zero = 0, netns = 0, pos;
+	int role, want_hint = 0;
+	__u64 now;
+
+	if (!skb)
+		return;
+	if (hook == LAT_HOOK_START_XMIT || hook == LAT_HOOK_DEV_XMIT) {
+		h = bpf_map_lookup_elem(&hint, &zero);
+		if (!h)
+			return;
+	}
+	if (hook == LAT_HOOK_DEV_XMIT) {
+		if (h->skb != (__u64)skb)
+			return;
+		/* The device was matched (and its namespace checked) at start_xmit. */
+		role = h->role;
+	} else {
+		role = lat_role_of(dev, direct);
+	}
+	ref = lat_ref(hook, role);
+	if (hook == LAT_HOOK_START_XMIT)
+		want_hint = lat_ref(LAT_HOOK_DEV_XMIT, role).pos1 != 0;
+	if (!ref.pos1 && !want_hint)
+		return;
+	st = np_stats();
+	if (hook != LAT_HOOK_DEV_XMIT && (role != LAT_ROLE_ANY || (ref.flags & LAT_FIRST))) {
+		struct net *net = np_skb_net(skb, dev, direct);
+
+		netns = np_net_inum(net, direct);
+		if (!np_match_place(net, netns, 0, st))
+			return;
+	}
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return;
+	if (hook == LAT_HOOK_DEV_XMIT) {
+		h->skb = 0;
+		s->key = h->key;
+	} else {
+		s->state.tcp_flags = 0;
+		s->state.icmp_type = 0;
+		if (!lat_key_of(skb, s, (ref.flags & LAT_FROM_DATA) != 0, direct))
+			return;
+		if (ref.flags & (LAT_ICMP_REQ | LAT_ICMP_REP)) {
+			__u8 t = s->state.icmp_type;
+			int req = t == 8 || t == 128;
+
+			if (((ref.flags & LAT_ICMP_REQ) && !req) || ((ref.flags & LAT_ICMP_REP) && req))
+				return;
+		}
+	}
+	if (want_hint) {
+		if (h->skb) {
+			/* The previous start_xmit on this CPU never saw its net_dev_xmit. */
+			struct lat_counters *c = lat_counters();
+
+			if (c)
+				c->stale_hint++;
+		}
+		h->skb = (__u64)skb;
+		h->key = s->key;
+		h->role = role;
+	}
+	if (!ref.pos1)
+		return;
+	now = bpf_ktime_get_ns();
+	if (ref.flags & LAT_FIRST) {
+		lat_open(s, ref, skb, dev, netns, now, qlen, st, direct);
+		return;
+	}
+	ps = bpf_map_lookup_elem(&packets, &s->key);
+	if (!ps || ps->path != ref.path)
+		return;
+	pos = ref.pos1 - 1;
+	if (pos <= ps->last_pos || pos >= LAT_MAX_STAGES)
+		return;
+	if (hook == LAT_HOOK_DEV_XMIT && rc == 0x10) /* NETDEV_TX_BUSY: requeued, sent later */
+		return;
+	if (lat_cfg.stage_hists)
+		lat_hist_add(ps->path, ps->last_pos * LAT_MAX_STAGES + pos, now - ps->last_ns);
+	if (lat_cfg.meta)
+		lat_record(&ps->st[pos], hook == LAT_HOOK_DEV_XMIT ? 0 : skb, dev, now, qlen,
+			   direct);
+	else
+		ps->st[pos].ts_ns = now;
+	ps->last_ns = now;
+	ps->last_pos = pos;
+	if (hook == LAT_HOOK_DEV_XMIT && rc == 1) { /* NET_XMIT_DROP */
+		struct lat_counters *c = lat_counters();
+
+		bpf_map_delete_elem(&packets, &s->key);
+		if (c)
+			c->dropped++;
+		return;
+	}
+	if (ref.flags & LAT_LAST)
+		lat_close(ctx, s, ps, now, st);
+}
+
+/* ---- tp_btf programs (skb is a BTF pointer: direct loads) ---- */
+
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(lat_queue_btf, struct sk_buff *skb)
+{
+	lat_stage(ctx, skb, skb->dev, LAT_HOOK_DEV_QUEUE, 0, 0, 1);
+	return 0;
+}
+
+SEC("tp_btf/qdisc_dequeue")
+int BPF_PROG(lat_deq_btf, struct Qdisc *q, const struct netdev_queue *txq, int packets,
+	     struct sk_buff *skb)
+{
+	if (skb)
+		lat_stage(ctx, skb, txq->dev, LAT_HOOK_QDISC_DEQUEUE, q->q.qlen, 0, 1);
+	return 0;
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(lat_sxmit_btf, struct sk_buff *skb, struct net_device *dev)
+{
+	lat_stage(ctx, skb, dev, LAT_HOOK_START_XMIT, 0, 0, 1);
+	return 0;
+}
+
+SEC("tp_btf/net_dev_xmit")
+int BPF_PROG(lat_xmit_btf, struct sk_buff *skb, int rc, struct net_device *dev)
+{
+	lat_stage(ctx, skb, dev, LAT_HOOK_DEV_XMIT, 0, rc, 1);
+	return 0;
+}
+
+#define LAT_RX_ENTRY_BTF(prog, tp)                                          \
+	SEC("tp_btf/" #tp)                                                  \
+	int BPF_PROG(prog, struct sk_buff *skb)                             \
+	{                                                                   \
+		lat_stage(ctx, skb, skb->dev, LAT_HOOK_RX_ENTRY, 0, 0, 1);  \
+		return 0;                                                   \
+	}
+
+LAT_RX_ENTRY_BTF(lat_gro_btf, napi_gro_receive_entry)
+LAT_RX_ENTRY_BTF(lat_frags_btf, napi_gro_frags_entry)
+LAT_RX_ENTRY_BTF(lat_rxskb_btf, netif_receive_skb_entry)
+LAT_RX_ENTRY_BTF(lat_rxlist_btf, netif_receive_skb_list_entry)
+LAT_RX_ENTRY_BTF(lat_nrx_btf, netif_rx)
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(lat_recv_btf, struct sk_buff *skb)
+{
+	lat_stage(ctx, skb, skb->dev, LAT_HOOK_RECEIVE, 0, 0, 1);
+	return 0;
+}
+
+/* skb->dev is not the device here: UDP reuses it as dev_scratch. */
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(lat_read_btf, struct sk_buff *skb)
+{
+	lat_stage(ctx, skb, 0, LAT_HOOK_SOCK_READ, 0, 0, 1);
+	return 0;
+}
+
+static __always_inline int lat_is_tun_read(__u64 loc, struct net_device *dev, const int direct)
+{
+	if (lat_cfg.tun_read_end)
+		return loc >= lat_cfg.tun_read_start && loc < lat_cfg.tun_read_end;
+	return lat_role_of(dev, direct) == LAT_ROLE_VM;
+}
+
+SEC("tp_btf/consume_skb")
+int BPF_PROG(lat_consume_btf, struct sk_buff *skb)
+{
+	/* The location argument came with 6.3; before it, the device tells tun reads apart. */
+	__u64 loc = bpf_core_field_exists(struct trace_event_raw_consume_skb, location) ? ctx[1] : 0;
+
+	if (lat_is_tun_read(loc, skb->dev, 1))
+		lat_stage(ctx, skb, skb->dev, LAT_HOOK_TUN_READ, 0, 0, 1);
+	else
+		lat_stage(ctx, skb, 0, LAT_HOOK_CONSUMED, 0, 0, 1);
+	return 0;
+}
+
+/* ---- classic tracepoints (older kernels): everything through bpf_probe_read_kernel ---- */
+
+static __always_inline struct net_device *lat_skb_dev(struct sk_buff *skb)
+{
+	return BPF_CORE_READ(skb, dev);
+}
+
+SEC("tracepoint/net/net_dev_queue")
+int lat_queue_tp(struct trace_event_raw_net_dev_template *args)
+{
+	struct sk_buff *skb = args->skbaddr;
+
+	lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_DEV_QUEUE, 0, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/qdisc/qdisc_dequeue")
+int lat_deq_tp(struct trace_event_raw_qdisc_dequeue *args)
+{
+	struct sk_buff *skb = args->skbaddr;
+
+	if (skb)
+		lat_stage(args, skb, BPF_CORE_READ(args->txq, dev), LAT_HOOK_QDISC_DEQUEUE,
+			  BPF_CORE_READ(args->qdisc, q.qlen), 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/net/net_dev_start_xmit")
+int lat_sxmit_tp(struct trace_event_raw_net_dev_start_xmit *args)
+{
+	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
+
+	lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_START_XMIT, 0, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/net/net_dev_xmit")
+int lat_xmit_tp(struct trace_event_raw_net_dev_xmit *args)
+{
+	/* The skb may be gone: its identity and device role come from start_xmit's hint. */
+	lat_stage(args, args->skbaddr, 0, LAT_HOOK_DEV_XMIT, 0, args->rc, 0);
+	return 0;
+}
+
+#define LAT_RX_ENTRY_TP(prog, tp, type)                                               \
+	SEC("tracepoint/net/" #tp)                                                    \
+	int prog(struct type *args)                                                   \
+	{                                                                             \
+		struct sk_buff *skb = (struct sk_buff *)args->skbaddr;                \
+		lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_RX_ENTRY, 0, 0, 0);   \
+		return 0;                                                             \
+	}
+
+LAT_RX_ENTRY_TP(lat_gro_tp, napi_gro_receive_entry, trace_event_raw_net_dev_rx_verbose_template)
+LAT_RX_ENTRY_TP(lat_rxskb_tp, netif_receive_skb_entry, trace_event_raw_net_dev_rx_verbose_template)
+LAT_RX_ENTRY_TP(lat_nrx_tp, netif_rx, trace_event_raw_net_dev_template)
+
+SEC("tracepoint/net/netif_receive_skb")
+int lat_recv_tp(struct trace_event_raw_net_dev_template *args)
+{
+	struct sk_buff *skb = args->skbaddr;
+
+	lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_RECEIVE, 0, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/skb/skb_copy_datagram_iovec")
+int lat_read_tp(struct trace_event_raw_skb_copy_datagram_iovec *args)
+{
+	lat_stage(args, (struct sk_buff *)args->skbaddr, 0, LAT_HOOK_SOCK_READ, 0, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/skb/consume_skb")
+int lat_consume_tp(struct trace_event_raw_consume_skb *args)
+{
+	struct sk_buff *skb = args->skbaddr;
+	struct net_device *dev = lat_skb_dev(skb);
+	__u64 loc = 0;
+
+	if (bpf_core_field_exists(args->location))
+		loc = (__u64)BPF_CORE_READ(args, location);
+	if (lat_is_tun_read(loc, dev, 0))
+		lat_stage(args, skb, dev, LAT_HOOK_TUN_READ, 0, 0, 0);
+	else
+		lat_stage(args, skb, 0, LAT_HOOK_CONSUMED, 0, 0, 0);
+	return 0;
+}
+
+/* Emits the event and value types into BTF so the skeleton generates them for Rust. */
+struct lat_event lat_event_type = {};
+struct lat_flow_key lat_flow_key_type = {};
+struct lat_flow_value lat_flow_value_type = {};
+struct lat_hist lat_hist_type = {};
+struct lat_counters lat_counters_type = {};
+struct lat_state lat_state_type = {};

@@ -1,0 +1,695 @@
+//! Latency probe set: per-stage packet latency along a path (host stack, VM tap, qdisc, ICMP
+//! round trips), from tracepoints. The BPF stage engine keys every packet by its header fields
+//! at each stage; summaries are log2 histograms and per-flow totals aggregated in the kernel,
+//! details one event per packet whose total reaches a threshold.
+pub mod args;
+pub mod path;
+pub mod report;
+
+use crate::clock::WallClock;
+use crate::error::{Context, Error, Result};
+use crate::filter::Filter;
+use crate::hist::Log2Hist;
+use crate::kernel::netns::IfNames;
+use crate::kernel::KernelEnv;
+use crate::kit::{
+    self, BpfStats, EventRing, KitConfig, LoadSpec, LoadedSet, ProbeSet, StackPolicy,
+};
+use crate::probe::{Plan, ProbePoint};
+use crate::run::{EventSource, IntervalSource};
+use crate::skel::latency::{types, LatencySkel, LatencySkelBuilder};
+use libbpf_rs::{MapCore, MapFlags};
+pub use path::{Direction, EchoSide, Hook, Path, Role, Stage};
+pub use report::{FlowLatency, HistView, LatencyEvent, LatencySummary, PacketCounts, StageView};
+use std::time::Duration;
+
+// SAFETY: plain C structs generated from bpf/include/latency.h; any bytes are valid.
+unsafe impl plain::Plain for types::lat_event {}
+unsafe impl plain::Plain for types::lat_hist {}
+unsafe impl plain::Plain for types::lat_flow_key {}
+unsafe impl plain::Plain for types::lat_flow_value {}
+unsafe impl plain::Plain for types::lat_counters {}
+unsafe impl plain::Plain for types::lat_key {}
+unsafe impl plain::Plain for types::lat_state {}
+unsafe impl plain::Plain for types::np_kit_config {}
+
+/// Stage positions per path.
+pub const MAX_STAGES: usize = types::lat_sizes::LAT_SIZE_STAGES.0 as usize;
+/// Paths per load.
+pub const MAX_PATHS: usize = types::lat_sizes::LAT_SIZE_PATHS.0 as usize;
+/// Devices per role.
+pub const ROLE_DEVS: usize = types::lat_sizes::LAT_SIZE_ROLE_DEVS.0 as usize;
+const PAIRS: usize = types::lat_sizes::LAT_SIZE_PAIRS.0 as usize;
+const HIST_CELLS: usize = types::lat_sizes::LAT_SIZE_HIST_CELLS.0 as usize;
+const TOTAL_PAIR: usize = MAX_STAGES * MAX_STAGES;
+
+/// The latency probe set.
+pub struct LatencySet;
+
+impl ProbeSet for LatencySet {
+    const NAME: &'static str = "latency";
+    const ABOUT: &'static str =
+        "per-stage packet latency along host, VM, qdisc and ICMP paths (stage engine)";
+
+    fn probe_points() -> Vec<ProbePoint> {
+        path::all_points()
+    }
+}
+
+/// Summary (histograms in the kernel) or details (one event per slow packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Histograms and per-flow totals, read every interval.
+    Summary,
+    /// One event per packet whose total reaches the threshold.
+    Details,
+}
+
+/// The devices of each role: (ifindex, name), resolved in the filter's namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Interfaces {
+    /// `--phy-interface` (up to [`ROLE_DEVS`], e.g. bond members).
+    pub phy: Vec<(u32, String)>,
+    /// `--internal-interface`.
+    pub internal: Vec<(u32, String)>,
+    /// `--vm-interface`.
+    pub vm: Vec<(u32, String)>,
+}
+
+impl Interfaces {
+    fn of(&self, role: Role) -> &[(u32, String)] {
+        match role {
+            Role::Phy => &self.phy,
+            Role::Internal => &self.internal,
+            Role::Vm => &self.vm,
+            Role::Any => &[],
+        }
+    }
+}
+
+/// How to configure the latency set.
+#[derive(Debug, Clone)]
+pub struct LatencyOptions {
+    /// Summary or details.
+    pub mode: Mode,
+    /// Paths tracked at once (at most [`MAX_PATHS`]).
+    pub paths: Vec<Path>,
+    /// Flow filter, applied at each path's first stage; its namespace is where the
+    /// interfaces live.
+    pub filter: Filter,
+    /// Devices by role.
+    pub interfaces: Interfaces,
+    /// Summary: adjacent-stage histograms too (attaches every stage, not only the ends).
+    pub stage_latency: bool,
+    /// Summary: per-flow totals.
+    pub flows: bool,
+    /// Track 1 packet in N (1: all).
+    pub sample: u32,
+    /// Details: report packets whose total is at least this.
+    pub threshold: Duration,
+    /// Details: per-stage CPU, device, queue, hash, length.
+    pub meta: bool,
+    /// Echo request and reply share a key (kernel_icmp_rtt).
+    pub icmp_rtt: bool,
+    /// Packets in flight the engine can track (LRU size).
+    pub max_packets: u32,
+    /// Distinct flows per interval.
+    pub max_flows: u32,
+    /// A packet not seen for this long is given up as evicted.
+    pub packet_timeout: Duration,
+    /// Rate limit and ring wakeups (details).
+    pub kit: KitConfig,
+}
+
+impl LatencyOptions {
+    /// Summary defaults: totals and top flows, every packet, 10240 in flight.
+    pub fn summary(paths: Vec<Path>, filter: Filter, interfaces: Interfaces) -> Self {
+        Self {
+            mode: Mode::Summary,
+            paths,
+            filter,
+            interfaces,
+            stage_latency: false,
+            flows: true,
+            sample: 1,
+            threshold: Duration::ZERO,
+            meta: false,
+            icmp_rtt: false,
+            max_packets: 10240,
+            max_flows: 10240,
+            packet_timeout: Duration::from_secs(2),
+            kit: KitConfig::default(),
+        }
+    }
+
+    /// Details defaults: every stage attached, per-stage metadata, events at or above
+    /// `threshold`.
+    pub fn details(
+        paths: Vec<Path>,
+        filter: Filter,
+        interfaces: Interfaces,
+        threshold: Duration,
+    ) -> Self {
+        Self {
+            mode: Mode::Details,
+            flows: false,
+            threshold,
+            meta: true,
+            ..Self::summary(paths, filter, interfaces)
+        }
+    }
+
+    /// The paths as the engine runs them: every stage, or only the ends for total-only
+    /// summaries.
+    pub fn effective_paths(&self) -> Vec<Path> {
+        self.paths
+            .iter()
+            .map(|p| {
+                if self.mode == Mode::Summary && !self.stage_latency {
+                    p.ends()
+                } else {
+                    p.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// Rejects options no engine can run.
+    pub fn validate(&self) -> Result<()> {
+        if self.paths.is_empty() || self.paths.len() > MAX_PATHS {
+            return Err(Error::usage(format!(
+                "between 1 and {MAX_PATHS} paths can be tracked at once"
+            )));
+        }
+        if self.sample == 0 {
+            return Err(Error::usage("--sample must be at least 1"));
+        }
+        if self.max_packets == 0 {
+            return Err(Error::usage("--max-packets must be at least 1"));
+        }
+        for p in &self.paths {
+            for s in &p.stages {
+                if s.role != Role::Any && self.interfaces.of(s.role).is_empty() {
+                    return Err(Error::usage(format!(
+                        "stage {} of {} needs {}",
+                        s.name,
+                        p.name,
+                        match s.role {
+                            Role::Phy => "--phy-interface",
+                            Role::Internal => "--internal-interface",
+                            _ => "--vm-interface",
+                        }
+                    )));
+                }
+            }
+        }
+        for role in [Role::Phy, Role::Internal, Role::Vm] {
+            if self.interfaces.of(role).len() > ROLE_DEVS {
+                return Err(Error::usage(format!(
+                    "at most {ROLE_DEVS} interfaces per role (got {})",
+                    self.interfaces.of(role).len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The hooks the engine needs (net_dev_xmit stages need start_xmit for the identity).
+    fn hooks(&self) -> Vec<Hook> {
+        let mut hooks: Vec<Hook> = Vec::new();
+        for p in self.effective_paths() {
+            for s in &p.stages {
+                let h = if s.hook == Hook::Consumed {
+                    Hook::TunRead
+                } else {
+                    s.hook
+                };
+                if !hooks.contains(&h) {
+                    hooks.push(h);
+                }
+                if s.hook == Hook::DevXmit && !hooks.contains(&Hook::StartXmit) {
+                    hooks.push(Hook::StartXmit);
+                }
+            }
+        }
+        hooks
+    }
+
+    /// The probe points of the hooks these options use.
+    pub fn points(&self) -> Vec<ProbePoint> {
+        self.hooks().into_iter().flat_map(Hook::points).collect()
+    }
+
+    /// The plan for these options on `env`, and the stages as `--list-probes` prints them.
+    pub fn plan(&self, env: &KernelEnv) -> Plan {
+        Plan::choose(
+            &self.points(),
+            &env.features,
+            &env.btf,
+            env.tracefs.as_deref(),
+        )
+    }
+
+    /// `--list-probes` text: each stage and what hooks it on this kernel, then the plan.
+    pub fn render_plan(&self, env: &KernelEnv) -> String {
+        let plan = self.plan(env);
+        let mut out = String::new();
+        for p in self.effective_paths() {
+            out.push_str(&format!("path {}:\n", p.name));
+            for s in &p.stages {
+                let hooked: Vec<String> = s
+                    .hook
+                    .points()
+                    .iter()
+                    .filter_map(|pt| {
+                        plan.choices
+                            .iter()
+                            .find(|c| c.point == pt.name)
+                            .and_then(|c| c.chosen.as_ref())
+                            .map(|c| c.label())
+                    })
+                    .collect();
+                let devs: Vec<&str> = self
+                    .interfaces
+                    .of(s.role)
+                    .iter()
+                    .map(|(_, n)| n.as_str())
+                    .collect();
+                out.push_str(&format!(
+                    "  {:<22} {:<10} {:<14} {}{}\n",
+                    s.name,
+                    format!("{:?}", s.role).to_lowercase(),
+                    if devs.is_empty() {
+                        "-".to_string()
+                    } else {
+                        devs.join(",")
+                    },
+                    if hooked.is_empty() {
+                        "NOT AVAILABLE".to_string()
+                    } else {
+                        hooked.join(" | ")
+                    },
+                    if s.last { "  (last)" } else { "" }
+                ));
+            }
+        }
+        out.push_str(&plan.render());
+        out
+    }
+}
+
+/// A loaded and attached latency set.
+pub struct LatencyProbe {
+    set: LoadedSet<LatencySkel<'static>>,
+    opts: LatencyOptions,
+    paths: Vec<Path>,
+    ifnames: IfNames,
+    clock: WallClock,
+    ring: Option<EventRing<types::lat_event>>,
+    counters: types::lat_counters,
+    evicted_reported: u64,
+}
+
+fn sum_counters(per_cpu: &[Vec<u8>]) -> types::lat_counters {
+    let mut t = types::lat_counters::default();
+    for bytes in per_cpu {
+        let mut c = types::lat_counters::default();
+        if plain::copy_from_bytes(&mut c, bytes).is_ok() {
+            t.started += c.started;
+            t.completed += c.completed;
+            t.restarted += c.restarted;
+            t.dropped += c.dropped;
+            t.stale_hint += c.stale_hint;
+        }
+    }
+    t
+}
+
+impl LatencyProbe {
+    /// Chooses the plan, writes the stage table and filters, loads and attaches.
+    pub fn open(opts: LatencyOptions, env: &KernelEnv) -> Result<Self> {
+        opts.validate()?;
+        let paths = opts.effective_paths();
+        let plan = opts.plan(env);
+        for p in &paths {
+            for s in &p.stages {
+                let points = s.hook.points();
+                let hooked = plan
+                    .choices
+                    .iter()
+                    .any(|c| c.chosen.is_some() && points.iter().any(|pt| pt.name == c.point));
+                if !hooked {
+                    return Err(Error::missing(format!(
+                        "this kernel offers no tracepoint for stage {} of {} ({}); run with --list-probes for details",
+                        s.name,
+                        p.name,
+                        points.iter().map(|pt| pt.name).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+        }
+        let tun_read = if paths
+            .iter()
+            .any(|p| p.stages.iter().any(|s| s.hook == Hook::TunRead))
+        {
+            crate::symbol::kallsyms_range("tun_do_read").ok()
+        } else {
+            None
+        };
+        let details = opts.mode == Mode::Details;
+        let spec = LoadSpec {
+            set: LatencySet::NAME,
+            plan,
+            stacks: StackPolicy::off(),
+            kit: &opts.kit,
+        };
+        let set = kit::load(LatencySkelBuilder::default(), spec, |open, kit_cfg| {
+            let ro = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| Error::MissingMap("latency .rodata".into()))?;
+            crate::write_np_filter!(ro.np_filter, &opts.filter);
+            ro.np_filter.ifindex = 0;
+            kit_cfg.write(&mut ro.np_kit);
+            let cfg = &mut ro.lat_cfg;
+            write_stage_table(cfg, &paths)?;
+            for role in [Role::Phy, Role::Internal, Role::Vm] {
+                for (slot, (idx, _)) in cfg.role_ifindex[role.bpf()]
+                    .iter_mut()
+                    .zip(opts.interfaces.of(role))
+                {
+                    *slot = *idx;
+                }
+            }
+            if let Some((start, end)) = tun_read {
+                cfg.tun_read_start = start;
+                cfg.tun_read_end = end;
+            }
+            cfg.threshold_ns = u64::try_from(opts.threshold.as_nanos()).unwrap_or(u64::MAX);
+            cfg.sample = opts.sample;
+            cfg.hists = u8::from(!details);
+            cfg.stage_hists = u8::from(!details && opts.stage_latency);
+            cfg.flows = u8::from(!details && opts.flows);
+            cfg.events = u8::from(details);
+            cfg.meta = u8::from(opts.meta);
+            cfg.icmp_rtt = u8::from(opts.icmp_rtt);
+            open.maps
+                .packets
+                .set_max_entries(opts.max_packets)
+                .context(|| "size packets".into())?;
+            open.maps
+                .flows
+                .set_max_entries(if cfg.flows != 0 {
+                    opts.max_flows.max(1)
+                } else {
+                    1
+                })
+                .context(|| "size flows".into())?;
+            if !details {
+                open.maps
+                    .events
+                    .set_max_entries(4096)
+                    .context(|| "size events".into())?;
+            }
+            Ok(())
+        })?;
+        let ring = if details {
+            Some(EventRing::new(&set.skel.maps.events)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            set,
+            ifnames: IfNames::new(opts.filter.netns.as_ref()),
+            opts,
+            paths,
+            clock: WallClock::new(),
+            ring,
+            counters: types::lat_counters::default(),
+            evicted_reported: 0,
+        })
+    }
+
+    /// The plan in use.
+    pub fn chosen_plan(&self) -> &Plan {
+        &self.set.plan
+    }
+
+    /// The paths as the engine runs them.
+    pub fn paths(&self) -> &[Path] {
+        &self.paths
+    }
+
+    /// The options the set was opened with.
+    pub fn options(&self) -> &LatencyOptions {
+        &self.opts
+    }
+
+    /// Ends the interval for the histograms: flips the generation, waits out programs still
+    /// writing the old one, reads and zeroes its cells.
+    fn harvest_hists(&mut self) -> Result<Vec<HistView>> {
+        let Some(bss) = self.set.skel.maps.bss_data.as_deref_mut() else {
+            return Ok(Vec::new());
+        };
+        let gen = bss.lat_gen;
+        // SAFETY: bss is the mmapped .bss of the loaded object; a volatile store makes the
+        // new generation visible to the programs before the grace period starts.
+        unsafe { std::ptr::write_volatile(&mut bss.lat_gen, gen.wrapping_add(1)) };
+        kit::grace_period();
+        let base = (gen & 1) as usize * HIST_CELLS;
+        let map = &self.set.skel.maps.hists;
+        let cpus = libbpf_rs::num_possible_cpus().context(|| "count CPUs".into())?;
+        let zeroes = vec![vec![0u8; map.value_size() as usize]; cpus];
+        let mut out = Vec::new();
+        for (pi, p) in self.paths.iter().enumerate() {
+            let mut cells = vec![(TOTAL_PAIR, "total", p.name)];
+            if self.opts.stage_latency {
+                for a in 0..p.stages.len() {
+                    for b in a + 1..p.stages.len() {
+                        cells.push((a * MAX_STAGES + b, p.stages[a].name, p.stages[b].name));
+                    }
+                }
+            }
+            for (pair, from, to) in cells {
+                let idx = u32::try_from(base + pi * PAIRS + pair).unwrap_or(0);
+                let key = idx.to_ne_bytes();
+                let per_cpu = map
+                    .lookup_percpu(&key, MapFlags::ANY)
+                    .context(|| "read latency histogram".into())?
+                    .unwrap_or_default();
+                let mut slots = [0u64; 64];
+                let mut sum = 0u64;
+                for bytes in &per_cpu {
+                    let mut h = types::lat_hist::default();
+                    if plain::copy_from_bytes(&mut h, bytes).is_ok() {
+                        for (s, v) in slots.iter_mut().zip(h.slots) {
+                            *s += v;
+                        }
+                        sum += h.sum_ns;
+                    }
+                }
+                let hist = Log2Hist::from_slots(&slots);
+                if hist.count() == 0 {
+                    if from == "total" {
+                        out.push(HistView::new(p.name, from, to, &hist, sum));
+                    }
+                    continue;
+                }
+                map.update_percpu(&key, &zeroes, MapFlags::ANY)
+                    .context(|| "reset latency histogram".into())?;
+                out.push(HistView::new(p.name, from, to, &hist, sum));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes packets not seen for the packet timeout; returns how many are still in flight.
+    fn sweep(&mut self) -> u64 {
+        let map = &self.set.skel.maps.packets;
+        let now = crate::clock::monotonic_ns();
+        let timeout = u64::try_from(self.opts.packet_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let mut active = 0;
+        let keys: Vec<Vec<u8>> = map.keys().collect();
+        for k in keys {
+            let Ok(Some(v)) = map.lookup(&k, MapFlags::ANY) else {
+                continue;
+            };
+            let mut s = types::lat_state::default();
+            if plain::copy_from_bytes(&mut s, &v).is_err() {
+                continue;
+            }
+            if now.saturating_sub(s.last_ns) > timeout {
+                let _ = map.delete(&k);
+            } else {
+                active += 1;
+            }
+        }
+        active
+    }
+
+    fn read_counters(&self) -> Result<types::lat_counters> {
+        let zero = 0u32.to_ne_bytes();
+        let per_cpu = self
+            .set
+            .skel
+            .maps
+            .counters
+            .lookup_percpu(&zero, MapFlags::ANY)
+            .context(|| "read latency counters".into())?
+            .unwrap_or_default();
+        Ok(sum_counters(&per_cpu))
+    }
+
+    /// The interval's packet counts. Evicted packets are what left the map without closing
+    /// (timed out, reopened, pushed out by the LRU): started - completed - dropped - in flight,
+    /// cumulative. `started` is read before the map is counted and the rest after, so the
+    /// estimate can only lag behind the truth, never exceed it; the lag shows up next interval.
+    fn packet_counts(&mut self) -> Result<PacketCounts> {
+        let before = self.read_counters()?;
+        let active = self.sweep();
+        let now = self.read_counters()?;
+        let prev = std::mem::replace(&mut self.counters, now);
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let evicted_total = before
+            .started
+            .saturating_sub(now.completed + now.dropped + active);
+        let evicted = d(evicted_total, self.evicted_reported);
+        self.evicted_reported = self.evicted_reported.max(evicted_total);
+        Ok(PacketCounts::new(
+            d(now.started, prev.started),
+            d(now.completed, prev.completed),
+            d(now.dropped, prev.dropped),
+            evicted,
+            active,
+            d(now.stale_hint, prev.stale_hint),
+        ))
+    }
+
+    /// Reads and clears this interval's histograms and flows.
+    pub fn drain_summary(&mut self) -> Result<LatencySummary> {
+        let histograms = self.harvest_hists()?;
+        let raw: Vec<(types::lat_flow_key, types::lat_flow_value)> =
+            kit::drain(&self.set.skel.maps.flows)?;
+        let mut flows: Vec<FlowLatency> = raw
+            .iter()
+            .filter(|(_, v)| v.count > 0)
+            .map(|(k, v)| {
+                let path = self
+                    .paths
+                    .get(k.path as usize)
+                    .map(|p| p.name)
+                    .unwrap_or("?");
+                FlowLatency::decode(path, k, v)
+            })
+            .collect();
+        flows.sort_by_key(|f| std::cmp::Reverse(f.count));
+        let packets = self.packet_counts()?;
+        Ok(LatencySummary {
+            histograms,
+            flows,
+            packets,
+            stats: self.set.stats.delta(),
+        })
+    }
+
+    /// Waits up to `timeout` for details events and returns them decoded.
+    pub fn poll_events(&mut self, timeout: Duration) -> Result<Vec<LatencyEvent>> {
+        let raw = match &mut self.ring {
+            Some(ring) => ring.poll(timeout)?,
+            None => {
+                std::thread::sleep(timeout);
+                Vec::new()
+            }
+        };
+        Ok(raw
+            .iter()
+            .map(|e| {
+                let path = &self.paths[(e.s.path as usize).min(self.paths.len() - 1)];
+                report::decode_event(e, path, &self.clock, &mut self.ifnames)
+            })
+            .collect())
+    }
+
+    /// BPF-side counters since the previous call.
+    pub fn stats_delta(&mut self) -> BpfStats {
+        self.set.stats.delta()
+    }
+}
+
+fn write_stage_table(cfg: &mut types::lat_config, paths: &[Path]) -> Result<()> {
+    use types::lat_stage_flags as F;
+    for (pi, p) in paths.iter().enumerate() {
+        if p.stages.len() > MAX_STAGES {
+            return Err(Error::usage(format!(
+                "path {} has more than {MAX_STAGES} stages",
+                p.name
+            )));
+        }
+        for (pos, s) in p.stages.iter().enumerate() {
+            let r = &mut cfg.stage[s.hook.bpf()][s.role.bpf()];
+            if r.pos1 != 0 {
+                return Err(Error::usage(format!(
+                    "stage {} of {}: another stage already hooks {:?} on the {:?} device",
+                    s.name, p.name, s.hook, s.role
+                )));
+            }
+            let mut flags = 0u32;
+            if pos == 0 {
+                flags |= F::LAT_FIRST.0;
+            }
+            if s.last {
+                flags |= F::LAT_LAST.0;
+            }
+            if s.from_data() {
+                flags |= F::LAT_FROM_DATA.0;
+            }
+            match s.echo {
+                Some(EchoSide::Request) => flags |= F::LAT_ICMP_REQ.0,
+                Some(EchoSide::Reply) => flags |= F::LAT_ICMP_REP.0,
+                None => {}
+            }
+            r.path = pi as u8;
+            r.pos1 = (pos + 1) as u8;
+            r.flags = flags as u8;
+        }
+    }
+    Ok(())
+}
+
+impl IntervalSource for LatencyProbe {
+    type Report = LatencySummary;
+
+    fn drain(&mut self) -> Result<LatencySummary> {
+        self.drain_summary()
+    }
+
+    fn plan(&self) -> &Plan {
+        self.chosen_plan()
+    }
+
+    fn netns(&self) -> Option<&crate::kernel::netns::Netns> {
+        self.opts.filter.netns.as_ref()
+    }
+}
+
+impl EventSource for LatencyProbe {
+    type Event = LatencyEvent;
+    const KIND: &'static str = "latency";
+
+    fn poll(&mut self, timeout: Duration) -> Result<Vec<LatencyEvent>> {
+        self.poll_events(timeout)
+    }
+
+    fn stats(&mut self) -> BpfStats {
+        self.stats_delta()
+    }
+
+    fn plan(&self) -> &Plan {
+        self.chosen_plan()
+    }
+
+    fn netns(&self) -> Option<&crate::kernel::netns::Netns> {
+        self.opts.filter.netns.as_ref()
+    }
+}

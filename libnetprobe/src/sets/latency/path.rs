@@ -1,0 +1,498 @@
+//! Paths and stages: the ordered hooks a packet passes on one datapath, with stable names.
+use crate::probe::{Candidate, ProbeKind, ProbePoint};
+use crate::skel::latency::types;
+use clap::ValueEnum;
+use serde::Serialize;
+
+/// Where a stage hooks the kernel (a tracepoint family; one BPF program per candidate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// `net:net_dev_queue`: the packet enters `dev_queue_xmit`.
+    DevQueue,
+    /// `qdisc:qdisc_dequeue`: the qdisc hands the packet to the driver.
+    QdiscDequeue,
+    /// `net:net_dev_start_xmit`: the driver's xmit is called.
+    StartXmit,
+    /// `net:net_dev_xmit`: the driver returned.
+    DevXmit,
+    /// The driver hands the packet to the stack (GRO, `netif_receive_skb`, `netif_rx`).
+    RxEntry,
+    /// `net:netif_receive_skb`: the core receive path.
+    Receive,
+    /// `skb:skb_copy_datagram_iovec`: a process reads the packet from its socket.
+    SockRead,
+    /// `skb:consume_skb` in `tun_do_read`: a tap reader (vhost, a VMM) pulled the packet.
+    TunRead,
+    /// `skb:consume_skb` elsewhere: the packet was used up (an echo request after its reply).
+    Consumed,
+}
+
+impl Hook {
+    /// The BPF enum value.
+    pub fn bpf(self) -> usize {
+        use types::lat_hook as H;
+        let v = match self {
+            Hook::DevQueue => H::LAT_HOOK_DEV_QUEUE,
+            Hook::QdiscDequeue => H::LAT_HOOK_QDISC_DEQUEUE,
+            Hook::StartXmit => H::LAT_HOOK_START_XMIT,
+            Hook::DevXmit => H::LAT_HOOK_DEV_XMIT,
+            Hook::RxEntry => H::LAT_HOOK_RX_ENTRY,
+            Hook::Receive => H::LAT_HOOK_RECEIVE,
+            Hook::SockRead => H::LAT_HOOK_SOCK_READ,
+            Hook::TunRead => H::LAT_HOOK_TUN_READ,
+            Hook::Consumed => H::LAT_HOOK_CONSUMED,
+        };
+        v.0 as usize
+    }
+
+    /// The probe points of this hook: candidates tp_btf first, classic tracepoint second.
+    pub fn points(self) -> Vec<ProbePoint> {
+        let pair = |name: &'static str,
+                    btf: &'static str,
+                    tp: Option<&'static str>,
+                    btf_prog: &'static str,
+                    tp_prog: &'static str| {
+            let mut candidates = vec![Candidate {
+                kind: ProbeKind::TpBtf,
+                target: btf,
+                program: btf_prog,
+            }];
+            if let Some(tp) = tp {
+                candidates.push(Candidate {
+                    kind: ProbeKind::Tracepoint,
+                    target: tp,
+                    program: tp_prog,
+                });
+            }
+            ProbePoint {
+                name,
+                candidates,
+                required: false,
+            }
+        };
+        match self {
+            Hook::DevQueue => vec![pair(
+                "dev queue",
+                "net_dev_queue",
+                Some("net/net_dev_queue"),
+                "lat_queue_btf",
+                "lat_queue_tp",
+            )],
+            Hook::QdiscDequeue => vec![pair(
+                "qdisc dequeue",
+                "qdisc_dequeue",
+                Some("qdisc/qdisc_dequeue"),
+                "lat_deq_btf",
+                "lat_deq_tp",
+            )],
+            Hook::StartXmit => vec![pair(
+                "driver xmit start",
+                "net_dev_start_xmit",
+                Some("net/net_dev_start_xmit"),
+                "lat_sxmit_btf",
+                "lat_sxmit_tp",
+            )],
+            Hook::DevXmit => vec![pair(
+                "driver xmit done",
+                "net_dev_xmit",
+                Some("net/net_dev_xmit"),
+                "lat_xmit_btf",
+                "lat_xmit_tp",
+            )],
+            Hook::RxEntry => vec![
+                pair(
+                    "rx entry (GRO)",
+                    "napi_gro_receive_entry",
+                    Some("net/napi_gro_receive_entry"),
+                    "lat_gro_btf",
+                    "lat_gro_tp",
+                ),
+                pair(
+                    "rx entry (GRO frags)",
+                    "napi_gro_frags_entry",
+                    None,
+                    "lat_frags_btf",
+                    "",
+                ),
+                pair(
+                    "rx entry (netif_receive_skb)",
+                    "netif_receive_skb_entry",
+                    Some("net/netif_receive_skb_entry"),
+                    "lat_rxskb_btf",
+                    "lat_rxskb_tp",
+                ),
+                pair(
+                    "rx entry (netif_receive_skb_list)",
+                    "netif_receive_skb_list_entry",
+                    None,
+                    "lat_rxlist_btf",
+                    "",
+                ),
+                pair(
+                    "rx entry (netif_rx)",
+                    "netif_rx",
+                    Some("net/netif_rx"),
+                    "lat_nrx_btf",
+                    "lat_nrx_tp",
+                ),
+            ],
+            Hook::Receive => vec![pair(
+                "core receive",
+                "netif_receive_skb",
+                Some("net/netif_receive_skb"),
+                "lat_recv_btf",
+                "lat_recv_tp",
+            )],
+            Hook::SockRead => vec![pair(
+                "socket read",
+                "skb_copy_datagram_iovec",
+                Some("skb/skb_copy_datagram_iovec"),
+                "lat_read_btf",
+                "lat_read_tp",
+            )],
+            Hook::TunRead | Hook::Consumed => vec![pair(
+                "consume (tap read, packet used up)",
+                "consume_skb",
+                Some("skb/consume_skb"),
+                "lat_consume_btf",
+                "lat_consume_tp",
+            )],
+        }
+    }
+
+    /// Every hook, in a stable order.
+    pub const ALL: [Hook; 9] = [
+        Hook::DevQueue,
+        Hook::QdiscDequeue,
+        Hook::StartXmit,
+        Hook::DevXmit,
+        Hook::RxEntry,
+        Hook::Receive,
+        Hook::SockRead,
+        Hook::TunRead,
+        Hook::Consumed,
+    ];
+}
+
+/// What a device is to a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// No device of its own (socket reads, consumes): only packets already tracked.
+    Any,
+    /// The physical (uplink) interface: `--phy-interface`.
+    Phy,
+    /// The host stack's side: an OVS internal port or bridge, `--internal-interface`.
+    Internal,
+    /// The VM's tap: `--vm-interface`.
+    Vm,
+}
+
+impl Role {
+    /// The BPF enum value.
+    pub fn bpf(self) -> usize {
+        use types::lat_role as R;
+        let v = match self {
+            Role::Any => R::LAT_ROLE_ANY,
+            Role::Phy => R::LAT_ROLE_PHY,
+            Role::Internal => R::LAT_ROLE_INTERNAL,
+            Role::Vm => R::LAT_ROLE_VM,
+        };
+        v.0 as usize
+    }
+}
+
+/// ICMP echo side a stage accepts (kernel_icmp_rtt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EchoSide {
+    /// Echo requests only.
+    Request,
+    /// Echo replies only.
+    Reply,
+}
+
+/// One stage of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Stage {
+    /// Stable lower_snake_case name (`phy_xmit`).
+    pub name: &'static str,
+    /// Where it hooks.
+    pub hook: Hook,
+    /// Which device it watches.
+    pub role: Role,
+    /// Closes the packet (a path may end at one of several last stages).
+    pub last: bool,
+    /// Echo side, for kernel_icmp_rtt.
+    pub echo: Option<EchoSide>,
+}
+
+const fn stage(name: &'static str, hook: Hook, role: Role) -> Stage {
+    Stage {
+        name,
+        hook,
+        role,
+        last: false,
+        echo: None,
+    }
+}
+
+const fn last(s: Stage) -> Stage {
+    Stage { last: true, ..s }
+}
+
+const fn echo(s: Stage, side: EchoSide) -> Stage {
+    Stage {
+        echo: Some(side),
+        ..s
+    }
+}
+
+impl Stage {
+    /// Where the engine parses the packet: at skb->data where it just came in at L2.
+    pub fn from_data(&self) -> bool {
+        matches!(self.hook, Hook::RxEntry | Hook::Receive)
+    }
+}
+
+/// Which way a packet goes (`--direction`): for VM paths, the VM's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Sent: by the host stack (system), by the VM (vm).
+    Tx,
+    /// Received: by the host stack (system), by the VM (vm).
+    Rx,
+    /// Both paths at once.
+    Both,
+}
+
+impl Direction {
+    /// The single directions this choice covers.
+    pub fn each(self) -> Vec<Direction> {
+        match self {
+            Direction::Both => vec![Direction::Tx, Direction::Rx],
+            d => vec![d],
+        }
+    }
+}
+
+/// An ordered list of stages; the first opens a packet, a `last` stage closes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Path {
+    /// Stable name (`system_tx`).
+    pub name: &'static str,
+    /// Stages in the order a packet passes them.
+    pub stages: Vec<Stage>,
+}
+
+impl Path {
+    /// Host stack to the physical interface (or from it), optionally through an internal port.
+    pub fn system(dir: Direction, internal: bool) -> Path {
+        match dir {
+            Direction::Rx => {
+                let mut stages = vec![
+                    stage("phy_rx", Hook::RxEntry, Role::Phy),
+                    stage("phy_receive", Hook::Receive, Role::Phy),
+                ];
+                if internal {
+                    stages.push(stage("internal_receive", Hook::Receive, Role::Internal));
+                }
+                stages.push(last(stage("sock_read", Hook::SockRead, Role::Any)));
+                stages.push(last(stage("consumed", Hook::Consumed, Role::Any)));
+                Path {
+                    name: "system_rx",
+                    stages,
+                }
+            }
+            _ => {
+                let mut stages = Vec::new();
+                if internal {
+                    stages.push(stage("internal_queue", Hook::DevQueue, Role::Internal));
+                    stages.push(stage("internal_xmit", Hook::StartXmit, Role::Internal));
+                }
+                stages.extend(phy_tx());
+                Path {
+                    name: "system_tx",
+                    stages,
+                }
+            }
+        }
+    }
+
+    /// A VM's packets: from its tap to the physical interface (tx), or back (rx, ending when
+    /// the tap's reader pulls the packet from the ring).
+    pub fn vm(dir: Direction) -> Path {
+        match dir {
+            Direction::Rx => Path {
+                name: "vm_rx",
+                stages: vec![
+                    stage("phy_rx", Hook::RxEntry, Role::Phy),
+                    stage("phy_receive", Hook::Receive, Role::Phy),
+                    stage("tap_queue", Hook::DevQueue, Role::Vm),
+                    stage("tap_qdisc_dequeue", Hook::QdiscDequeue, Role::Vm),
+                    stage("tap_xmit", Hook::StartXmit, Role::Vm),
+                    last(stage("vm_read", Hook::TunRead, Role::Vm)),
+                ],
+            },
+            _ => {
+                let mut stages = vec![
+                    stage("vm_write", Hook::RxEntry, Role::Vm),
+                    stage("vm_receive", Hook::Receive, Role::Vm),
+                ];
+                stages.extend(phy_tx());
+                Path {
+                    name: "vm_tx",
+                    stages,
+                }
+            }
+        }
+    }
+
+    /// An ICMP echo and its reply as one path: this host pings (tx) or answers (rx).
+    pub fn icmp_rtt(dir: Direction) -> Path {
+        use EchoSide::{Reply, Request};
+        let tx = |prefix_req: bool| -> Vec<Stage> {
+            let side = if prefix_req { Request } else { Reply };
+            let names = if prefix_req {
+                [
+                    "req_phy_queue",
+                    "req_phy_qdisc_dequeue",
+                    "req_phy_start_xmit",
+                    "req_phy_xmit",
+                ]
+            } else {
+                [
+                    "rep_phy_queue",
+                    "rep_phy_qdisc_dequeue",
+                    "rep_phy_start_xmit",
+                    "rep_phy_xmit",
+                ]
+            };
+            vec![
+                echo(stage(names[0], Hook::DevQueue, Role::Phy), side),
+                echo(stage(names[1], Hook::QdiscDequeue, Role::Phy), side),
+                echo(stage(names[2], Hook::StartXmit, Role::Phy), side),
+                echo(stage(names[3], Hook::DevXmit, Role::Phy), side),
+            ]
+        };
+        match dir {
+            Direction::Rx => {
+                let mut stages = vec![
+                    echo(stage("req_phy_rx", Hook::RxEntry, Role::Phy), Request),
+                    echo(stage("req_phy_receive", Hook::Receive, Role::Phy), Request),
+                ];
+                stages.extend(tx(false));
+                if let Some(s) = stages.last_mut() {
+                    s.last = true;
+                }
+                Path {
+                    name: "icmp_rtt_rx",
+                    stages,
+                }
+            }
+            _ => {
+                let mut stages = tx(true);
+                stages.push(echo(stage("rep_phy_rx", Hook::RxEntry, Role::Phy), Reply));
+                stages.push(echo(
+                    stage("rep_phy_receive", Hook::Receive, Role::Phy),
+                    Reply,
+                ));
+                stages.push(echo(
+                    last(stage("rep_sock_read", Hook::SockRead, Role::Any)),
+                    Reply,
+                ));
+                Path {
+                    name: "icmp_rtt_tx",
+                    stages,
+                }
+            }
+        }
+    }
+
+    /// A qdisc's sojourn on the physical interface: enqueue to dequeue.
+    pub fn qdisc() -> Path {
+        Path {
+            name: "qdisc",
+            stages: vec![
+                stage("qdisc_enqueue", Hook::DevQueue, Role::Phy),
+                last(stage("qdisc_dequeue", Hook::QdiscDequeue, Role::Phy)),
+            ],
+        }
+    }
+
+    /// The stages a total-only measurement needs: the first and every last.
+    pub fn ends(&self) -> Path {
+        Path {
+            name: self.name,
+            stages: self
+                .stages
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| *i == 0 || s.last)
+                .map(|(_, s)| *s)
+                .collect(),
+        }
+    }
+}
+
+fn phy_tx() -> Vec<Stage> {
+    vec![
+        stage("phy_queue", Hook::DevQueue, Role::Phy),
+        stage("phy_qdisc_dequeue", Hook::QdiscDequeue, Role::Phy),
+        stage("phy_start_xmit", Hook::StartXmit, Role::Phy),
+        last(stage("phy_xmit", Hook::DevXmit, Role::Phy)),
+    ]
+}
+
+/// The probe points every path of the set may use (for `--list-probes` and netprobe_check).
+pub fn all_points() -> Vec<ProbePoint> {
+    let mut v = Vec::new();
+    for h in Hook::ALL {
+        if h == Hook::Consumed {
+            continue; // shares consume_skb with TunRead
+        }
+        v.extend(h.points());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_names_are_unique_lower_snake_case() {
+        let paths = [
+            Path::system(Direction::Tx, true),
+            Path::system(Direction::Rx, true),
+            Path::vm(Direction::Tx),
+            Path::vm(Direction::Rx),
+            Path::icmp_rtt(Direction::Tx),
+            Path::icmp_rtt(Direction::Rx),
+            Path::qdisc(),
+        ];
+        for p in &paths {
+            assert!(p.stages.len() <= super::super::MAX_STAGES);
+            assert!(
+                p.stages.iter().any(|s| s.last),
+                "{} has no last stage",
+                p.name
+            );
+            assert!(!p.stages[0].last);
+            let mut names: Vec<&str> = p.stages.iter().map(|s| s.name).collect();
+            for n in &names {
+                assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
+            }
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), p.stages.len(), "{}", p.name);
+        }
+        let vm = Path::vm(Direction::Rx);
+        let names: Vec<&str> = vm.stages.iter().map(|s| s.name).collect();
+        assert!(names.ends_with(&["tap_xmit", "vm_read"]));
+        assert_eq!(Path::vm(Direction::Tx).stages[0].name, "vm_write");
+        assert_eq!(Path::vm(Direction::Rx).ends().stages.len(), 2);
+    }
+}

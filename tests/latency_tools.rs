@@ -1,0 +1,706 @@
+//! Integration tests of the latency tools: real BPF in the running kernel, namespace labs with a
+//! delay of known length induced in one stage (a tbf shaper, a stopped tap reader), asserted
+//! through `--json`. Needs root (CI runs as root): without it every test fails, none is skipped.
+use netprobe_lab::latency::{ping, Tbf, TbfQueue, VmLab};
+use netprobe_lab::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+const SYS_SUMMARY: &str = env!("CARGO_BIN_EXE_system_network_latency_summary");
+const SYS_DETAILS: &str = env!("CARGO_BIN_EXE_system_network_latency_details");
+const SYS_METRICS: &str = env!("CARGO_BIN_EXE_system_network_performance_metrics");
+const VM_SUMMARY: &str = env!("CARGO_BIN_EXE_vm_network_latency_summary");
+const VM_DETAILS: &str = env!("CARGO_BIN_EXE_vm_network_latency_details");
+const VM_METRICS: &str = env!("CARGO_BIN_EXE_vm_network_performance_metrics");
+const ICMP_RTT: &str = env!("CARGO_BIN_EXE_kernel_icmp_rtt");
+const QDISC: &str = env!("CARGO_BIN_EXE_qdisc_latency_details");
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Details events (`type: latency`) of a run.
+fn events(out: &ToolOutput) -> Vec<Value> {
+    out.json()
+        .into_iter()
+        .filter(|v| v["type"] == "latency")
+        .collect()
+}
+
+/// The last interval report of a summary run (the one printed at exit).
+fn last_report(out: &ToolOutput) -> Value {
+    out.json()
+        .into_iter()
+        .rfind(|v| v["type"] == "interval" && v["final"] == true)
+        .unwrap_or_else(|| panic!("no final report in {:?}", out.stdout))
+}
+
+/// A histogram of a report: `from` is a stage or `total`.
+fn hist<'a>(report: &'a Value, path: &str, from: &str, to: &str) -> &'a Value {
+    report["histograms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["path"] == path && h["from"] == from && (from == "total" || h["to"] == to))
+        .unwrap_or_else(|| panic!("no {path} {from}->{to} histogram in {report:#}"))
+}
+
+fn stage<'a>(ev: &'a Value, name: &str) -> Option<&'a Value> {
+    ev["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+}
+
+fn stage_names(ev: &Value) -> Vec<String> {
+    ev["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn f64_of(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Stage deltas add up to the total (each is rounded to ns).
+fn assert_stages_sum_to_total(ev: &Value) {
+    let sum: f64 = ev["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| f64_of(&s["delta_us"]))
+        .sum();
+    let total = f64_of(&ev["total_us"]);
+    assert!(
+        (sum - total).abs() < 0.01,
+        "stages {sum} != total {total}: {ev:#}"
+    );
+}
+
+/// Where a burst of `k` frames of `len` bytes leaves a tbf of `rate` bit/s and `burst` bytes
+/// (see `Tbf`): seconds after the first.
+fn tbf_departures(k: usize, len: f64, rate: f64, burst: f64) -> Vec<f64> {
+    (0..k)
+        .map(|i| (((i + 1) as f64 * len - burst) * 8.0 / rate).max(0.0))
+        .collect()
+}
+
+#[test]
+fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
+    require_root();
+    let lab = Lab::new("lqd");
+    // Resolve the neighbour first, so no packet of the burst waits for ARP.
+    ns_exec(
+        &lab.a,
+        &["ping", "-c", "1", "-W", "2", &lab.b_ip.to_string()],
+    );
+    const RATE: u64 = 10_000_000;
+    const BURST: u32 = 1600;
+    const K: usize = 21;
+    const PAYLOAD: usize = 1000;
+    let _tbf = Tbf::install(&lab.a, Lab::A_IF, RATE, BURST, TbfQueue::Bytes(200_000));
+    let port = "7301";
+    let common = [
+        "--netns",
+        lab.a.as_str(),
+        "--protocol",
+        "udp",
+        "--dst-port",
+        port,
+        "--json",
+    ];
+    let start = |bin: &str, extra: &[&str]| {
+        let mut v: Vec<&str> = common.to_vec();
+        v.extend_from_slice(extra);
+        ToolRun::start(bin, &v)
+    };
+    let tx = ["--phy-interface", "va", "--direction", "tx"];
+    let details = start(SYS_DETAILS, &tx);
+    let summary = start(
+        SYS_SUMMARY,
+        &[&tx[..], &["--stage-latency", "-i", "600"]].concat(),
+    );
+    let qdisc = start(QDISC, &["--dev", "va"]);
+    let metrics = start(SYS_METRICS, &tx);
+    send_udp(&lab.a, None, SocketAddrV4::new(lab.b_ip, 7301), K, PAYLOAD);
+    let frame_len = (14 + 20 + 8 + PAYLOAD) as f64;
+    let expect = tbf_departures(K, frame_len, RATE as f64, f64::from(BURST));
+    let last_departure = expect[K - 1];
+    std::thread::sleep(Duration::from_secs_f64(last_departure + 0.3));
+
+    let out = details.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let mut evs = events(&out);
+    assert_eq!(evs.len(), K, "one event per packet sent: {:#?}", out.stdout);
+    evs.sort_by_key(|e| e["ip_id"].as_u64().unwrap());
+    let mut sojourns = Vec::new();
+    for e in &evs {
+        assert_eq!(e["path"], "system_tx");
+        assert_eq!(e["l4_protocol"], "udp");
+        assert_eq!(e["dst_port"], 7301);
+        assert_eq!(
+            stage_names(e),
+            [
+                "phy_queue",
+                "phy_qdisc_dequeue",
+                "phy_start_xmit",
+                "phy_xmit"
+            ],
+            "{e:#}"
+        );
+        assert_stages_sum_to_total(e);
+        for s in ["phy_start_xmit", "phy_xmit"] {
+            let d = f64_of(&stage(e, s).unwrap()["delta_us"]);
+            assert!(d < 1000.0, "{s} took {d} us: {e:#}");
+        }
+        sojourns.push(f64_of(&stage(e, "phy_qdisc_dequeue").unwrap()["delta_us"]) / 1e6);
+    }
+    // The shaper's delay is in the qdisc stage, packet by packet: within 0.5 ms of the
+    // computed departure (timer jitter, the sender's own spread), and 15 % in sum.
+    let expected_sum: f64 = expect.iter().sum();
+    let sum: f64 = sojourns.iter().sum();
+    assert!(
+        (sum - expected_sum).abs() < 0.15 * expected_sum,
+        "qdisc sojourns sum {sum:.4} s, expected {expected_sum:.4} s: {sojourns:?}"
+    );
+    for (i, (got, want)) in sojourns.iter().zip(&expect).enumerate() {
+        assert!(
+            (got - want).abs() < 0.0005 + 0.05 * want,
+            "packet {i}: sojourn {got:.5} s, expected {want:.5} s"
+        );
+    }
+
+    let out = summary.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let r = last_report(&out);
+    assert_eq!(r["started"], K as u64, "{r:#}");
+    assert_eq!(r["completed"], K as u64, "{r:#}");
+    assert_eq!(r["evicted"], 0, "{r:#}");
+    let total = hist(&r, "system_tx", "total", "");
+    assert_eq!(total["count"], K as u64);
+    assert_eq!(total["unit"], "ns");
+    let q = hist(&r, "system_tx", "phy_queue", "phy_qdisc_dequeue");
+    assert_eq!(q["count"], K as u64);
+    // The max is the upper bound of the highest log2 bucket: at least the longest sojourn.
+    let max_ns = q["max"].as_u64().unwrap() as f64;
+    assert!(max_ns >= last_departure * 1e9 * 0.95, "{q:#}");
+    assert!(max_ns <= last_departure * 1e9 * 2.1, "{q:#}");
+    let bucket_sum: u64 = q["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(bucket_sum, K as u64);
+    let flows = r["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 1, "{flows:#?}");
+    assert_eq!(flows[0]["count"], K as u64);
+    assert_eq!(flows[0]["dst_port"], 7301);
+
+    let out = qdisc.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let mut qe = events(&out);
+    assert_eq!(qe.len(), K, "{:#?}", out.stdout);
+    qe.sort_by_key(|e| e["ip_id"].as_u64().unwrap());
+    let qlens: Vec<u64> = qe
+        .iter()
+        .map(|e| stage(e, "qdisc_dequeue").unwrap()["qlen"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        *qlens.last().unwrap(),
+        0,
+        "the last packet leaves an empty qdisc: {qlens:?}"
+    );
+    assert!(
+        qlens[1] >= (K as u64) / 2,
+        "the burst queued behind packet 1: {qlens:?}"
+    );
+    // Packet 0 left before the others came; from packet 1 on each leaves one fewer behind.
+    assert!(qlens[1..].windows(2).all(|w| w[0] >= w[1]), "{qlens:?}");
+
+    let out = metrics.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let me = events(&out);
+    assert_eq!(me.len(), K);
+    for e in &me {
+        let s = stage(e, "phy_queue").unwrap();
+        assert_eq!(s["ifname"], "va", "{e:#}");
+        assert!(s["len"].as_u64().unwrap() >= frame_len as u64, "{e:#}");
+        assert!(stage(e, "phy_qdisc_dequeue").unwrap()["qlen"].is_u64());
+    }
+}
+
+#[test]
+fn a_stopped_tap_reader_is_the_ring_stage_and_the_threshold_takes_only_slow_packets() {
+    require_root();
+    let vl = VmLab::new("lring");
+    let port: u16 = 7302;
+    let port_s = port.to_string();
+    let args = |threshold: Option<&str>, summary: bool| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--netns",
+            vl.lab.b.as_str(),
+            "--phy-interface",
+            Lab::B_IF,
+            "--vm-interface",
+            vl.tap,
+            "--direction",
+            "rx",
+            "--protocol",
+            "udp",
+            "--dst-port",
+            &port_s,
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(t) = threshold {
+            v.extend(["--latency-us".to_string(), t.to_string()]);
+        }
+        if summary {
+            v.extend(["--stage-latency", "-i", "600"].map(String::from));
+        }
+        v
+    };
+    let run = |bin: &str, a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        ToolRun::start(bin, &refs)
+    };
+    let slow = run(VM_DETAILS, args(Some("100000"), false));
+    let all = run(VM_METRICS, args(None, false));
+    let summary = run(VM_SUMMARY, args(None, true));
+    let dst = SocketAddrV4::new(vl.vm_ip, port);
+    const FAST: usize = 10;
+    const SLOW: usize = 7;
+    const STOPPED: Duration = Duration::from_millis(400);
+    send_udp(&vl.lab.a, None, dst, FAST, 200);
+    wait_until("the fast packets read", WAIT, || {
+        vl.vm.udp_frames_to(port) == FAST as u64
+    });
+    vl.vm.pause();
+    send_udp(&vl.lab.a, None, dst, SLOW, 200);
+    std::thread::sleep(STOPPED);
+    vl.vm.resume();
+    wait_until("the slow packets read", WAIT, || {
+        vl.vm.udp_frames_to(port) == (FAST + SLOW) as u64
+    });
+    std::thread::sleep(Duration::from_millis(100));
+
+    let out = slow.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let evs = events(&out);
+    assert_eq!(
+        evs.len(),
+        SLOW,
+        "exactly the packets that waited for the stopped reader: {:#?}",
+        out.stdout
+    );
+    for e in &evs {
+        assert_eq!(e["path"], "vm_rx");
+        let names = stage_names(e);
+        assert_eq!(names.first().map(String::as_str), Some("phy_rx"), "{e:#}");
+        assert!(
+            names.ends_with(&["tap_xmit".into(), "vm_read".into()]),
+            "{e:#}"
+        );
+        assert!(names.contains(&"tap_queue".to_string()), "{e:#}");
+        let ring = f64_of(&stage(e, "vm_read").unwrap()["delta_us"]);
+        let stopped_us = STOPPED.as_secs_f64() * 1e6;
+        assert!(ring >= stopped_us * 0.9, "ring stage {ring} us: {e:#}");
+        assert!(
+            ring <= stopped_us + 300_000.0,
+            "ring stage {ring} us: {e:#}"
+        );
+        assert!(f64_of(&e["total_us"]) - ring < 5_000.0, "{e:#}");
+        assert_eq!(stage(e, "tap_xmit").unwrap()["ifname"], vl.tap);
+        assert_stages_sum_to_total(e);
+    }
+
+    let out = all.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let evs = events(&out);
+    assert_eq!(evs.len(), FAST + SLOW, "{:#?}", out.stdout);
+    let fast = evs
+        .iter()
+        .filter(|e| f64_of(&e["total_us"]) < 100_000.0)
+        .count();
+    assert_eq!(fast, FAST);
+    for e in &evs {
+        assert_eq!(stage(e, "phy_rx").unwrap()["ifname"], Lab::B_IF, "{e:#}");
+    }
+
+    let out = summary.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let r = last_report(&out);
+    assert_eq!(r["started"], (FAST + SLOW) as u64, "{r:#}");
+    assert_eq!(r["completed"], (FAST + SLOW) as u64, "{r:#}");
+    let ring = hist(&r, "vm_rx", "tap_xmit", "vm_read");
+    assert_eq!(ring["count"], (FAST + SLOW) as u64, "{ring:#}");
+    assert!(ring["max"].as_u64().unwrap() as f64 >= STOPPED.as_secs_f64() * 1e9 * 0.9);
+    let slow_buckets: u64 = ring["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["low"].as_u64().unwrap() >= 100_000_000)
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(slow_buckets, SLOW as u64, "{ring:#}");
+    assert_eq!(
+        hist(&r, "vm_rx", "total", "")["count"],
+        (FAST + SLOW) as u64
+    );
+}
+
+#[test]
+fn vm_writes_are_timed_to_the_physical_interface() {
+    require_root();
+    let vl = VmLab::new("lvmtx");
+    let port: u16 = 7303;
+    let port_s = port.to_string();
+    let tool = ToolRun::start(
+        VM_DETAILS,
+        &[
+            "--netns",
+            &vl.lab.b,
+            "--phy-interface",
+            Lab::B_IF,
+            "--vm-interface",
+            vl.tap,
+            "--direction",
+            "tx",
+            "--vm-ip",
+            &vl.vm_ip.to_string(),
+            "--protocol",
+            "udp",
+            "--dst-port",
+            &port_s,
+            "--json",
+        ],
+    );
+    let summary = ToolRun::start(
+        VM_SUMMARY,
+        &[
+            "--netns",
+            &vl.lab.b,
+            "--phy-interface",
+            Lab::B_IF,
+            "--vm-interface",
+            vl.tap,
+            "--protocol",
+            "udp",
+            "--dst-port",
+            &port_s,
+            "--json",
+            "-i",
+            "600",
+        ],
+    );
+    const N: usize = 9;
+    let ids = vl
+        .vm
+        .send_udp_from_vm(vl.lab.a_mac, vl.lab.a_ip, port, 4000, N, 100);
+    wait_until("the VM's packets on va", WAIT, || {
+        read_stat(&vl.lab.a, Lab::A_IF, "rx_packets") >= N as u64
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let evs = events(&out);
+    assert_eq!(evs.len(), N, "{:#?}", out.stdout);
+    let mut seen: Vec<u64> = evs.iter().map(|e| e["ip_id"].as_u64().unwrap()).collect();
+    seen.sort_unstable();
+    let mut want: Vec<u64> = ids.iter().map(|&i| u64::from(i)).collect();
+    want.sort_unstable();
+    assert_eq!(seen, want, "the VM's own IP ids");
+    for e in &evs {
+        assert_eq!(e["path"], "vm_tx");
+        assert_eq!(e["src_ip"], vl.vm_ip.to_string());
+        let names = stage_names(e);
+        assert_eq!(names.first().map(String::as_str), Some("vm_write"), "{e:#}");
+        assert_eq!(names.last().map(String::as_str), Some("phy_xmit"), "{e:#}");
+        for s in ["vm_receive", "phy_queue", "phy_start_xmit"] {
+            assert!(names.iter().any(|n| n == s), "{s} missing: {e:#}");
+        }
+        assert_eq!(stage(e, "vm_write").unwrap()["ifname"], vl.tap);
+        assert_eq!(stage(e, "phy_xmit").unwrap()["ifname"], Lab::B_IF);
+        assert_stages_sum_to_total(e);
+    }
+    let out = summary.stop(Signal::SIGINT);
+    let r = last_report(&out);
+    assert_eq!(hist(&r, "vm_tx", "total", "")["count"], N as u64, "{r:#}");
+    assert_eq!(hist(&r, "vm_rx", "total", "")["count"], 0, "{r:#}");
+    assert_eq!(r["completed"], N as u64, "{r:#}");
+}
+
+#[test]
+fn icmp_rtt_on_both_hosts_fits_inside_the_ping_rtt() {
+    require_root();
+    let lab = Lab::new("lrtt");
+    ns_exec(
+        &lab.a,
+        &["ping", "-c", "1", "-W", "2", &lab.b_ip.to_string()],
+    );
+    let pinger = ToolRun::start(
+        ICMP_RTT,
+        &[
+            "--netns",
+            &lab.a,
+            "--phy-interface",
+            Lab::A_IF,
+            "--direction",
+            "tx",
+            "--dst-ip",
+            &lab.b_ip.to_string(),
+            "--json",
+        ],
+    );
+    let responder = ToolRun::start(
+        ICMP_RTT,
+        &[
+            "--netns",
+            &lab.b,
+            "--interface",
+            Lab::B_IF,
+            "--direction",
+            "rx",
+            "--json",
+        ],
+    );
+    const N: u32 = 10;
+    let replies = ping(&lab.a, lab.b_ip, N, 50);
+    assert_eq!(replies.len(), N as usize, "{replies:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    let a = events(&pinger.stop(Signal::SIGINT));
+    let b = events(&responder.stop(Signal::SIGINT));
+    assert_eq!(a.len(), N as usize, "{a:#?}");
+    assert_eq!(b.len(), N as usize, "{b:#?}");
+    let ts = |e: &Value, s: &str| stage(e, s).unwrap()["ts_ns"].as_u64().unwrap();
+    for r in &replies {
+        let find = |evs: &[Value]| -> Value {
+            evs.iter()
+                .find(|e| e["seq"] == r.seq && Some(e["id"].as_u64().unwrap() as u16) == r.ident)
+                .cloned()
+                .unwrap_or_else(|| panic!("seq {} ident {:?} missing", r.seq, r.ident))
+        };
+        let (ea, eb) = (find(&a), find(&b));
+        assert_eq!(
+            stage_names(&ea),
+            [
+                "req_phy_queue",
+                "req_phy_start_xmit",
+                "req_phy_xmit",
+                "rep_phy_rx",
+                "rep_phy_receive",
+                "rep_sock_read"
+            ]
+        );
+        assert_eq!(stage_names(&eb)[0], "req_phy_rx");
+        assert_eq!(stage_names(&eb).last().unwrap(), "rep_phy_xmit");
+        assert_stages_sum_to_total(&ea);
+        assert_stages_sum_to_total(&eb);
+        let (rtt_a, rtt_b) = (f64_of(&ea["rtt_us"]), f64_of(&eb["rtt_us"]));
+        // ping prints its RTT to the microsecond.
+        assert!(
+            rtt_a <= r.rtt_us + 1.0,
+            "seq {}: kernel {rtt_a} > ping {}",
+            r.seq,
+            r.rtt_us
+        );
+        assert!(
+            rtt_b < rtt_a,
+            "seq {}: responder {rtt_b} >= pinger {rtt_a}",
+            r.seq
+        );
+        // The responder's part lies inside the pinger's: same clock, one machine.
+        assert!(ts(&ea, "req_phy_start_xmit") <= ts(&eb, "req_phy_rx"));
+        assert!(ts(&eb, "rep_phy_start_xmit") <= ts(&ea, "rep_phy_rx"));
+        assert_eq!(ea["src_ip"], lab.a_ip.to_string());
+        assert_eq!(eb["src_ip"], lab.a_ip.to_string(), "keyed as the request");
+    }
+}
+
+#[test]
+fn sampling_tracks_one_packet_in_n() {
+    require_root();
+    let lab = Lab::new("lsmp");
+    ns_exec(
+        &lab.a,
+        &["ping", "-c", "1", "-W", "2", &lab.b_ip.to_string()],
+    );
+    let tool = ToolRun::start(
+        SYS_SUMMARY,
+        &[
+            "--netns",
+            &lab.a,
+            "--phy-interface",
+            Lab::A_IF,
+            "--direction",
+            "tx",
+            "--protocol",
+            "udp",
+            "--dst-port",
+            "7304",
+            "--sample",
+            "4",
+            "--json",
+            "-i",
+            "600",
+        ],
+    );
+    const N: usize = 2000;
+    send_udp(&lab.a, None, SocketAddrV4::new(lab.b_ip, 7304), N, 32);
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tool.stop(Signal::SIGTERM);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let r = last_report(&out);
+    let started = r["started"].as_u64().unwrap();
+    // Binomial(2000, 1/4): mean 500, sigma 19.4; 6 sigma either way.
+    assert!((384..=616).contains(&started), "{r:#}");
+    assert_eq!(r["completed"], started, "{r:#}");
+}
+
+#[test]
+fn list_probes_shows_each_stage_and_its_hook() {
+    require_root();
+    let lab = VmLab::new("llist");
+    let out = run_tool(
+        VM_SUMMARY,
+        &[
+            "--netns",
+            &lab.lab.b,
+            "--phy-interface",
+            Lab::B_IF,
+            "--vm-interface",
+            lab.tap,
+            "--stage-latency",
+            "--list-probes",
+        ],
+    );
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let text = out.stdout.join("\n");
+    for s in [
+        "vm_write",
+        "vm_receive",
+        "phy_queue",
+        "phy_xmit",
+        "phy_rx",
+        "tap_xmit",
+        "vm_read",
+    ] {
+        let line = out
+            .stdout
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(s))
+            .unwrap_or_else(|| panic!("stage {s} not listed:\n{text}"));
+        assert!(
+            line.contains("tp_btf/") || line.contains("tracepoint/"),
+            "{line}"
+        );
+    }
+    assert!(
+        text.contains("path vm_tx:") && text.contains("path vm_rx:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    require_root();
+    let cases: &[(&str, &[&str])] = &[
+        (SYS_SUMMARY, &["--phy-interface", "nosuchif0"]),
+        (SYS_SUMMARY, &[]),
+        (
+            SYS_SUMMARY,
+            &["--phy-interface", "lo", "--src-ip", "10.0.0.300"],
+        ),
+        (
+            SYS_SUMMARY,
+            &["--phy-interface", "lo", "--dst-port", "70000"],
+        ),
+        (SYS_SUMMARY, &["--phy-interface", "lo", "--sample", "0"]),
+        (SYS_SUMMARY, &["--phy-interface", "lo", "--sort-by", "p42"]),
+        (
+            SYS_DETAILS,
+            &["--phy-interface", "lo", "--latency-us", "-5"],
+        ),
+        (SYS_DETAILS, &["--phy-interface", "lo,nosuchif1"]),
+        (
+            VM_SUMMARY,
+            &[
+                "--phy-interface",
+                "lo",
+                "--vm-interface",
+                "lo",
+                "--vm-ip",
+                "10.0.0.1",
+            ],
+        ),
+        (VM_DETAILS, &["--phy-interface", "lo"]),
+        (ICMP_RTT, &["--phy-interface", "lo", "--direction", "both"]),
+        (ICMP_RTT, &["--phy-interface", "lo", "--latency-ms", "-1"]),
+        (QDISC, &["--dev", "nosuchif2"]),
+        (QDISC, &["--dev", "lo", "--netns", "np-no-such-netns"]),
+    ];
+    for (bin, args) in cases {
+        let out = run_tool(bin, args);
+        let name = bin.rsplit('/').next().unwrap();
+        let lines: Vec<&String> = out.stderr.iter().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name} {args:?}: {:?}",
+            out.stderr
+        );
+        assert_eq!(lines.len(), 1, "{name} {args:?}: {:?}", out.stderr);
+        assert!(
+            lines[0].starts_with(&format!("{name}: error: ")),
+            "{}",
+            lines[0]
+        );
+        assert!(!lines[0].contains("panicked"), "{}", lines[0]);
+        assert!(out.stdout.is_empty(), "{name} {args:?}: {:?}", out.stdout);
+    }
+}
+
+#[test]
+fn signals_leave_no_latency_program_behind() {
+    require_root();
+    let lab = Lab::new("lsig");
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        let tool = ToolRun::start(
+            SYS_SUMMARY,
+            &["--netns", &lab.a, "--phy-interface", Lab::A_IF, "-i", "600"],
+        );
+        let ids = netprobe_lab::cost::Progs::of_process(tool.pid())
+            .unwrap()
+            .ids();
+        assert!(ids.len() >= 3, "the tool holds its programs: {ids:?}");
+        let out = tool.stop(sig);
+        assert!(out.status.success(), "{sig:?}: {:?}", out.stderr);
+        assert!(
+            out.stdout.iter().any(|l| l.contains("total latency")),
+            "a last report at exit: {:?}",
+            out.stdout
+        );
+        wait_until("the tool's programs unloaded", WAIT, || {
+            let loaded = loaded_prog_ids();
+            ids.iter().all(|id| !loaded.contains(id))
+        });
+    }
+}
+
+/// Ids of every loaded BPF program.
+fn loaded_prog_ids() -> Vec<u32> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool");
+    let v: Vec<Value> = serde_json::from_slice(&out.stdout).expect("bpftool -j");
+    v.iter()
+        .filter_map(|p| p["id"].as_u64().and_then(|i| u32::try_from(i).ok()))
+        .collect()
+}

@@ -169,6 +169,37 @@ static __always_inline void lat_flow_add(struct lat_scratch *s, __u32 path, __u6
  * skb->data is its network header (after eth_type_trans; a VLAN tag not taken by the hardware
  * is skipped); elsewhere the network header is set. Returns 0 for what the engine cannot key.
  */
+/* __ip_queue_xmit: the TCP header is built, the IP header not yet; the socket has the addresses. */
+static __always_inline int lat_key_of_tcp_sock(struct sk_buff *skb, struct lat_scratch *s,
+					       const int direct)
+{
+	struct lat_key *k = &s->key;
+	struct sock *sk = NP_RD(direct, skb->sk, skb, sk);
+	unsigned char *head = NP_RD(direct, skb->head, skb, head);
+	__u16 th = NP_RD(direct, skb->transport_header, skb, transport_header);
+	__u32 saddr, daddr;
+	__u8 *l4 = s->buf;
+
+	__builtin_memset(k, 0, sizeof(*k));
+	if (!sk || th == NP_NO_HEADER)
+		return 0;
+	saddr = NP_RD(direct, sk->__sk_common.skc_rcv_saddr, sk, __sk_common.skc_rcv_saddr);
+	daddr = NP_RD(direct, sk->__sk_common.skc_daddr, sk, __sk_common.skc_daddr);
+	if (bpf_probe_read_kernel(l4, 20, head + th))
+		return 0;
+	k->flow.ethertype = NP_ETH_P_IP;
+	k->flow.l3 = NP_L3_IPV4;
+	k->flow.l4proto = NP_IPPROTO_TCP;
+	__builtin_memcpy(k->flow.saddr, &saddr, 4);
+	__builtin_memcpy(k->flow.daddr, &daddr, 4);
+	k->flow.sport = (l4[0] << 8) | l4[1];
+	k->flow.dport = (l4[2] << 8) | l4[3];
+	k->id = ((__u32)l4[4] << 24) | (l4[5] << 16) | (l4[6] << 8) | l4[7];
+	k->id2 = ((__u32)l4[8] << 24) | (l4[9] << 16) | (l4[10] << 8) | l4[11];
+	s->state.tcp_flags = l4[13];
+	return 1;
+}
+
 static __always_inline int lat_key_of(struct sk_buff *skb, struct lat_scratch *s,
 				      const int from_data, const int direct)
 {
@@ -304,8 +335,9 @@ static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref
 	struct lat_counters *c = lat_counters();
 	struct lat_state *ns = &s->state;
 	__u8 tcp_flags = ns->tcp_flags, icmp_type = ns->icmp_type;
+	__u32 pos = ref.pos1 - 1;
 
-	if (!np_match_flow(&s->key.flow))
+	if (pos >= LAT_MAX_STAGES || !np_match_flow(&s->key.flow))
 		return;
 	if (lat_cfg.sample > 1 && bpf_get_prandom_u32() % lat_cfg.sample)
 		return;
@@ -314,7 +346,7 @@ static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref
 	ns->first_ns = now;
 	ns->last_ns = now;
 	ns->path = ref.path;
-	ns->last_pos = 0;
+	ns->last_pos = pos;
 	ns->netns = netns;
 	ns->tcp_flags = tcp_flags;
 	ns->icmp_type = icmp_type;
@@ -322,7 +354,7 @@ static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref
 		ns->pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(ns->comm, sizeof(ns->comm));
 	}
-	lat_record(&ns->st[0], skb, dev, now, qlen, direct);
+	lat_record(&ns->st[pos], skb, dev, now, qlen, direct);
 	if (c && bpf_map_lookup_elem(&packets, &s->key))
 		c->restarted++;
 	if (bpf_map_update_elem(&packets, &s->key, ns, BPF_ANY)) {
@@ -424,8 +456,12 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 	} else {
 		s->state.tcp_flags = 0;
 		s->state.icmp_type = 0;
-		if (!lat_key_of(skb, s, (ref.flags & LAT_FROM_DATA) != 0, direct))
+		if (ref.flags & LAT_FROM_SOCK) {
+			if (!lat_key_of_tcp_sock(skb, s, direct))
+				return;
+		} else if (!lat_key_of(skb, s, (ref.flags & LAT_FROM_DATA) != 0, direct)) {
 			return;
+		}
 		if (ref.flags & (LAT_ICMP_REQ | LAT_ICMP_REP)) {
 			__u8 t = s->state.icmp_type;
 			int req = t == 8 || t == 128;
@@ -543,9 +579,13 @@ int BPF_PROG(lat_read_btf, struct sk_buff *skb)
 	return 0;
 }
 
+/*
+ * A tap reader pulled the packet: consume_skb located in tun_do_read, or, where the kernel
+ * gives no location (before 6.3) or has no tun_do_read symbol, consumed on the VM's tap.
+ */
 static __always_inline int lat_is_tun_read(__u64 loc, struct net_device *dev, const int direct)
 {
-	if (lat_cfg.tun_read_end)
+	if (loc && lat_cfg.tun_read_end)
 		return loc >= lat_cfg.tun_read_start && loc < lat_cfg.tun_read_end;
 	return lat_role_of(dev, direct) == LAT_ROLE_VM;
 }
@@ -562,6 +602,36 @@ int BPF_PROG(lat_consume_btf, struct sk_buff *skb)
 		lat_stage(ctx, skb, 0, LAT_HOOK_CONSUMED, 0, 0, 1);
 	return 0;
 }
+
+/* ---- kernel functions: fentry (BTF pointers) or kprobe (probe reads) ---- */
+
+#define LAT_FUNC(func, hook, fprog, kprog, ...)                                     \
+	SEC("fentry/" #func)                                                        \
+	int BPF_PROG(fprog, __VA_ARGS__)                                            \
+	{                                                                           \
+		lat_stage(ctx, skb, 0, hook, 0, 0, 1);                              \
+		return 0;                                                           \
+	}                                                                           \
+	SEC("kprobe/" #func)                                                        \
+	int BPF_KPROBE(kprog, __VA_ARGS__)                                          \
+	{                                                                           \
+		lat_stage(ctx, skb, 0, hook, 0, 0, 0);                              \
+		return 0;                                                           \
+	}
+
+LAT_FUNC(__ip_queue_xmit, LAT_HOOK_IP_QUEUE_XMIT, lat_qxmit_fe, lat_qxmit_kp, struct sock *sk,
+	 struct sk_buff *skb)
+LAT_FUNC(ip_send_skb, LAT_HOOK_IP_SEND_SKB, lat_sendskb_fe, lat_sendskb_kp, struct net *net,
+	 struct sk_buff *skb)
+LAT_FUNC(ip_output, LAT_HOOK_IP_OUTPUT, lat_ipout_fe, lat_ipout_kp, struct net *net,
+	 struct sock *sk, struct sk_buff *skb)
+LAT_FUNC(ip_rcv, LAT_HOOK_IP_RCV, lat_iprcv_fe, lat_iprcv_kp, struct sk_buff *skb)
+LAT_FUNC(ip_local_deliver, LAT_HOOK_IP_LOCAL_DELIVER, lat_ipld_fe, lat_ipld_kp,
+	 struct sk_buff *skb)
+LAT_FUNC(tcp_v4_rcv, LAT_HOOK_L4_RCV, lat_tcprcv_fe, lat_tcprcv_kp, struct sk_buff *skb)
+LAT_FUNC(__udp4_lib_rcv, LAT_HOOK_L4_RCV, lat_udprcv_fe, lat_udprcv_kp, struct sk_buff *skb)
+LAT_FUNC(udp_rcv, LAT_HOOK_L4_RCV, lat_udprcv2_fe, lat_udprcv2_kp, struct sk_buff *skb)
+LAT_FUNC(icmp_rcv, LAT_HOOK_L4_RCV, lat_icmprcv_fe, lat_icmprcv_kp, struct sk_buff *skb)
 
 /* ---- classic tracepoints (older kernels): everything through bpf_probe_read_kernel ---- */
 

@@ -40,7 +40,14 @@ enum lat_hook {
 	LAT_HOOK_SOCK_READ = 6,     /* skb:skb_copy_datagram_iovec (a process reads the packet) */
 	LAT_HOOK_TUN_READ = 7,      /* skb:consume_skb located in tun_do_read (a tap reader pulled it) */
 	LAT_HOOK_CONSUMED = 8,      /* skb:consume_skb elsewhere (freed after use, e.g. an echo request) */
-	LAT_HOOKS = 9,
+	/* Functions (fentry, else kprobe) where the kernel offers them. */
+	LAT_HOOK_IP_QUEUE_XMIT = 9,     /* __ip_queue_xmit: TCP, before the IP header exists */
+	LAT_HOOK_IP_SEND_SKB = 10,      /* ip_send_skb: UDP, ICMP, raw */
+	LAT_HOOK_IP_OUTPUT = 11,        /* ip_output */
+	LAT_HOOK_IP_RCV = 12,           /* ip_rcv */
+	LAT_HOOK_IP_LOCAL_DELIVER = 13, /* ip_local_deliver */
+	LAT_HOOK_L4_RCV = 14,           /* tcp_v4_rcv, __udp4_lib_rcv (or udp_rcv), icmp_rcv */
+	LAT_HOOKS = 15,
 };
 
 /* What a device is to the path; ANY for hooks without a device of their own. */
@@ -58,6 +65,7 @@ enum lat_stage_flags {
 	LAT_FROM_DATA = 4,  /* parse at skb->data (L3 after eth_type_trans), not network_header */
 	LAT_ICMP_REQ = 8,   /* only ICMP echo requests (kernel_icmp_rtt) */
 	LAT_ICMP_REP = 16,  /* only ICMP echo replies */
+	LAT_FROM_SOCK = 32, /* TCP before IP: addresses from the socket, TCP header at transport_header */
 };
 
 /* The stage a hook on a device of some role is: 0 in `pos1` when it is none. */

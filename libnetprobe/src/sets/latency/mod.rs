@@ -159,16 +159,19 @@ impl LatencyOptions {
         }
     }
 
-    /// The paths as the engine runs them: every stage, or only the ends for total-only
-    /// summaries.
-    pub fn effective_paths(&self) -> Vec<Path> {
+    /// The paths as the engine runs them on `env`: without the function stages the kernel
+    /// cannot hook, and for total-only summaries only the opening and last stages.
+    pub fn effective_paths(&self, env: &KernelEnv) -> Vec<Path> {
+        let all = choose(&points_of(&self.paths), env);
+        let hooked = |h: Hook| hook_chosen(&all, h);
         self.paths
             .iter()
             .map(|p| {
+                let p = p.on_kernel(hooked);
                 if self.mode == Mode::Summary && !self.stage_latency {
                     p.ends()
                 } else {
-                    p.clone()
+                    p
                 }
             })
             .collect()
@@ -214,47 +217,17 @@ impl LatencyOptions {
         Ok(())
     }
 
-    /// The hooks the engine needs (net_dev_xmit stages need start_xmit for the identity).
-    fn hooks(&self) -> Vec<Hook> {
-        let mut hooks: Vec<Hook> = Vec::new();
-        for p in self.effective_paths() {
-            for s in &p.stages {
-                let h = if s.hook == Hook::Consumed {
-                    Hook::TunRead
-                } else {
-                    s.hook
-                };
-                if !hooks.contains(&h) {
-                    hooks.push(h);
-                }
-                if s.hook == Hook::DevXmit && !hooks.contains(&Hook::StartXmit) {
-                    hooks.push(Hook::StartXmit);
-                }
-            }
-        }
-        hooks
-    }
-
-    /// The probe points of the hooks these options use.
-    pub fn points(&self) -> Vec<ProbePoint> {
-        self.hooks().into_iter().flat_map(Hook::points).collect()
-    }
-
-    /// The plan for these options on `env`, and the stages as `--list-probes` prints them.
-    pub fn plan(&self, env: &KernelEnv) -> Plan {
-        Plan::choose(
-            &self.points(),
-            &env.features,
-            &env.btf,
-            env.tracefs.as_deref(),
-        )
+    /// The plan for these options on `env`, and the paths it runs.
+    pub fn plan(&self, env: &KernelEnv) -> (Plan, Vec<Path>) {
+        let paths = self.effective_paths(env);
+        (choose(&points_of(&paths), env), paths)
     }
 
     /// `--list-probes` text: each stage and what hooks it on this kernel, then the plan.
     pub fn render_plan(&self, env: &KernelEnv) -> String {
-        let plan = self.plan(env);
+        let (plan, paths) = self.plan(env);
         let mut out = String::new();
-        for p in self.effective_paths() {
+        for p in paths {
             out.push_str(&format!("path {}:\n", p.name));
             for s in &p.stages {
                 let hooked: Vec<String> = s
@@ -310,6 +283,44 @@ pub struct LatencyProbe {
     evicted_reported: u64,
 }
 
+/// The hooks `paths` need (net_dev_xmit stages need start_xmit for the identity).
+fn hooks_of(paths: &[Path]) -> Vec<Hook> {
+    let mut hooks: Vec<Hook> = Vec::new();
+    for p in paths {
+        for s in &p.stages {
+            let h = if s.hook == Hook::Consumed {
+                Hook::TunRead
+            } else {
+                s.hook
+            };
+            if !hooks.contains(&h) {
+                hooks.push(h);
+            }
+            if s.hook == Hook::DevXmit && !hooks.contains(&Hook::StartXmit) {
+                hooks.push(Hook::StartXmit);
+            }
+        }
+    }
+    hooks
+}
+
+/// The probe points of the hooks `paths` use.
+fn points_of(paths: &[Path]) -> Vec<ProbePoint> {
+    hooks_of(paths).into_iter().flat_map(Hook::points).collect()
+}
+
+fn choose(points: &[ProbePoint], env: &KernelEnv) -> Plan {
+    Plan::choose(points, &env.features, &env.btf, env.tracefs.as_deref())
+}
+
+/// Did the plan choose a candidate for any point of `hook`?
+fn hook_chosen(plan: &Plan, hook: Hook) -> bool {
+    let points = hook.points();
+    plan.choices
+        .iter()
+        .any(|c| c.chosen.is_some() && points.iter().any(|pt| pt.name == c.point))
+}
+
 fn sum_counters(per_cpu: &[Vec<u8>]) -> types::lat_counters {
     let mut t = types::lat_counters::default();
     for bytes in per_cpu {
@@ -329,16 +340,11 @@ impl LatencyProbe {
     /// Chooses the plan, writes the stage table and filters, loads and attaches.
     pub fn open(opts: LatencyOptions, env: &KernelEnv) -> Result<Self> {
         opts.validate()?;
-        let paths = opts.effective_paths();
-        let plan = opts.plan(env);
+        let (plan, paths) = opts.plan(env);
         for p in &paths {
             for s in &p.stages {
-                let points = s.hook.points();
-                let hooked = plan
-                    .choices
-                    .iter()
-                    .any(|c| c.chosen.is_some() && points.iter().any(|pt| pt.name == c.point));
-                if !hooked {
+                if !hook_chosen(&plan, s.hook) {
+                    let points = s.hook.points();
                     return Err(Error::missing(format!(
                         "this kernel offers no tracepoint for stage {} of {} ({}); run with --list-probes for details",
                         s.name,
@@ -626,6 +632,7 @@ fn write_stage_table(cfg: &mut types::lat_config, paths: &[Path]) -> Result<()> 
                 p.name
             )));
         }
+        let openers = p.openers();
         for (pos, s) in p.stages.iter().enumerate() {
             let r = &mut cfg.stage[s.hook.bpf()][s.role.bpf()];
             if r.pos1 != 0 {
@@ -635,8 +642,11 @@ fn write_stage_table(cfg: &mut types::lat_config, paths: &[Path]) -> Result<()> 
                 )));
             }
             let mut flags = 0u32;
-            if pos == 0 {
+            if openers[pos] {
                 flags |= F::LAT_FIRST.0;
+            }
+            if s.from_sock() {
+                flags |= F::LAT_FROM_SOCK.0;
             }
             if s.last {
                 flags |= F::LAT_LAST.0;

@@ -26,6 +26,18 @@ pub enum Hook {
     TunRead,
     /// `skb:consume_skb` elsewhere: the packet was used up (an echo request after its reply).
     Consumed,
+    /// `__ip_queue_xmit` (fentry, else kprobe): a TCP segment leaves its socket.
+    IpQueueXmit,
+    /// `ip_send_skb`: a UDP, ICMP or raw datagram leaves its socket.
+    IpSendSkb,
+    /// `ip_output`.
+    IpOutput,
+    /// `ip_rcv`.
+    IpRcv,
+    /// `ip_local_deliver`.
+    IpLocalDeliver,
+    /// `tcp_v4_rcv`, `__udp4_lib_rcv` (or `udp_rcv`), `icmp_rcv`.
+    L4Rcv,
 }
 
 impl Hook {
@@ -42,6 +54,12 @@ impl Hook {
             Hook::SockRead => H::LAT_HOOK_SOCK_READ,
             Hook::TunRead => H::LAT_HOOK_TUN_READ,
             Hook::Consumed => H::LAT_HOOK_CONSUMED,
+            Hook::IpQueueXmit => H::LAT_HOOK_IP_QUEUE_XMIT,
+            Hook::IpSendSkb => H::LAT_HOOK_IP_SEND_SKB,
+            Hook::IpOutput => H::LAT_HOOK_IP_OUTPUT,
+            Hook::IpRcv => H::LAT_HOOK_IP_RCV,
+            Hook::IpLocalDeliver => H::LAT_HOOK_IP_LOCAL_DELIVER,
+            Hook::L4Rcv => H::LAT_HOOK_L4_RCV,
         };
         v.0 as usize
     }
@@ -151,6 +169,43 @@ impl Hook {
                 "lat_read_btf",
                 "lat_read_tp",
             )],
+            Hook::IpQueueXmit => vec![func(
+                "ip_queue_xmit",
+                &[("__ip_queue_xmit", "lat_qxmit_fe", "lat_qxmit_kp")],
+            )],
+            Hook::IpSendSkb => vec![func(
+                "ip_send_skb",
+                &[("ip_send_skb", "lat_sendskb_fe", "lat_sendskb_kp")],
+            )],
+            Hook::IpOutput => vec![func(
+                "ip_output",
+                &[("ip_output", "lat_ipout_fe", "lat_ipout_kp")],
+            )],
+            Hook::IpRcv => vec![func(
+                "ip_rcv",
+                &[("ip_rcv", "lat_iprcv_fe", "lat_iprcv_kp")],
+            )],
+            Hook::IpLocalDeliver => vec![func(
+                "ip_local_deliver",
+                &[("ip_local_deliver", "lat_ipld_fe", "lat_ipld_kp")],
+            )],
+            Hook::L4Rcv => vec![
+                func(
+                    "l4 receive (TCP)",
+                    &[("tcp_v4_rcv", "lat_tcprcv_fe", "lat_tcprcv_kp")],
+                ),
+                func(
+                    "l4 receive (UDP)",
+                    &[
+                        ("__udp4_lib_rcv", "lat_udprcv_fe", "lat_udprcv_kp"),
+                        ("udp_rcv", "lat_udprcv2_fe", "lat_udprcv2_kp"),
+                    ],
+                ),
+                func(
+                    "l4 receive (ICMP)",
+                    &[("icmp_rcv", "lat_icmprcv_fe", "lat_icmprcv_kp")],
+                ),
+            ],
             Hook::TunRead | Hook::Consumed => vec![pair(
                 "consume (tap read, packet used up)",
                 "consume_skb",
@@ -161,8 +216,21 @@ impl Hook {
         }
     }
 
+    /// A kernel function, not a tracepoint: the stage exists only where fentry or kprobes do.
+    pub fn is_function(self) -> bool {
+        matches!(
+            self,
+            Hook::IpQueueXmit
+                | Hook::IpSendSkb
+                | Hook::IpOutput
+                | Hook::IpRcv
+                | Hook::IpLocalDeliver
+                | Hook::L4Rcv
+        )
+    }
+
     /// Every hook, in a stable order.
-    pub const ALL: [Hook; 9] = [
+    pub const ALL: [Hook; 15] = [
         Hook::DevQueue,
         Hook::QdiscDequeue,
         Hook::StartXmit,
@@ -172,7 +240,35 @@ impl Hook {
         Hook::SockRead,
         Hook::TunRead,
         Hook::Consumed,
+        Hook::IpQueueXmit,
+        Hook::IpSendSkb,
+        Hook::IpOutput,
+        Hook::IpRcv,
+        Hook::IpLocalDeliver,
+        Hook::L4Rcv,
     ];
+}
+
+/// A probe point on kernel functions: fentry then kprobe for each function, in order.
+fn func(name: &'static str, funcs: &[(&'static str, &'static str, &'static str)]) -> ProbePoint {
+    let mut candidates = Vec::new();
+    for (target, fentry, kprobe) in funcs {
+        candidates.push(Candidate {
+            kind: ProbeKind::Fentry,
+            target,
+            program: fentry,
+        });
+        candidates.push(Candidate {
+            kind: ProbeKind::Kprobe,
+            target,
+            program: kprobe,
+        });
+    }
+    ProbePoint {
+        name,
+        candidates,
+        required: false,
+    }
 }
 
 /// What a device is to a path.
@@ -226,6 +322,9 @@ pub struct Stage {
     pub last: bool,
     /// Echo side, for kernel_icmp_rtt.
     pub echo: Option<EchoSide>,
+    /// Opens packets too, as an alternative to the stage before it (`ip_send_skb` next to
+    /// `__ip_queue_xmit`: a packet passes one of them).
+    pub alt_first: bool,
 }
 
 const fn stage(name: &'static str, hook: Hook, role: Role) -> Stage {
@@ -235,6 +334,14 @@ const fn stage(name: &'static str, hook: Hook, role: Role) -> Stage {
         role,
         last: false,
         echo: None,
+        alt_first: false,
+    }
+}
+
+const fn alt_first(s: Stage) -> Stage {
+    Stage {
+        alt_first: true,
+        ..s
     }
 }
 
@@ -253,6 +360,11 @@ impl Stage {
     /// Where the engine parses the packet: at skb->data where it just came in at L2.
     pub fn from_data(&self) -> bool {
         matches!(self.hook, Hook::RxEntry | Hook::Receive)
+    }
+
+    /// The packet has no IP header yet: addresses from its socket.
+    pub fn from_sock(&self) -> bool {
+        self.hook == Hook::IpQueueXmit
     }
 }
 
@@ -299,6 +411,9 @@ impl Path {
                 if internal {
                     stages.push(stage("internal_receive", Hook::Receive, Role::Internal));
                 }
+                stages.push(stage("ip_rcv", Hook::IpRcv, Role::Any));
+                stages.push(stage("ip_local_deliver", Hook::IpLocalDeliver, Role::Any));
+                stages.push(stage("l4_rcv", Hook::L4Rcv, Role::Any));
                 stages.push(last(stage("sock_read", Hook::SockRead, Role::Any)));
                 stages.push(last(stage("consumed", Hook::Consumed, Role::Any)));
                 Path {
@@ -307,7 +422,11 @@ impl Path {
                 }
             }
             _ => {
-                let mut stages = Vec::new();
+                let mut stages = vec![
+                    stage("ip_queue_xmit", Hook::IpQueueXmit, Role::Any),
+                    alt_first(stage("ip_send_skb", Hook::IpSendSkb, Role::Any)),
+                    stage("ip_output", Hook::IpOutput, Role::Any),
+                ];
                 if internal {
                     stages.push(stage("internal_queue", Hook::DevQueue, Role::Internal));
                     stages.push(stage("internal_xmit", Hook::StartXmit, Role::Internal));
@@ -422,16 +541,43 @@ impl Path {
         }
     }
 
-    /// The stages a total-only measurement needs: the first and every last.
+    /// Which stages open a packet: the first, and alternatives right after it.
+    pub fn openers(&self) -> Vec<bool> {
+        let mut out = Vec::with_capacity(self.stages.len());
+        let mut all_before = true;
+        for (i, s) in self.stages.iter().enumerate() {
+            let opens = i == 0 || (all_before && s.alt_first);
+            all_before &= opens;
+            out.push(opens);
+        }
+        out
+    }
+
+    /// The stages a total-only measurement needs: the openers and every last.
     pub fn ends(&self) -> Path {
+        let openers = self.openers();
         Path {
             name: self.name,
             stages: self
                 .stages
                 .iter()
-                .enumerate()
-                .filter(|(i, s)| *i == 0 || s.last)
-                .map(|(_, s)| *s)
+                .zip(openers)
+                .filter(|(s, opens)| *opens || s.last)
+                .map(|(s, _)| *s)
+                .collect(),
+        }
+    }
+
+    /// The path without the function stages this kernel cannot hook (`hooked` says which
+    /// it can); the first stage left opens packets.
+    pub fn on_kernel(&self, hooked: impl Fn(Hook) -> bool) -> Path {
+        Path {
+            name: self.name,
+            stages: self
+                .stages
+                .iter()
+                .filter(|s| !s.hook.is_function() || hooked(s.hook))
+                .copied()
                 .collect(),
         }
     }

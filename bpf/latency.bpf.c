@@ -128,6 +128,8 @@ static __always_inline void lat_hist_add(__u32 path, __u32 pair, __u64 ns)
 		slot = LAT_SLOTS - 1;
 	h->slots[slot]++;
 	h->sum_ns += ns;
+	if (ns > h->max_ns)
+		h->max_ns = ns;
 }
 
 static __always_inline void lat_flow_add(struct lat_scratch *s, __u32 path, __u64 ns,

@@ -139,6 +139,7 @@ struct lat_event {
 struct lat_hist {
 	__u64 slots[LAT_SLOTS];
 	__u64 sum_ns;
+	__u64 max_ns;
 };
 
 struct lat_flow_key {

@@ -65,6 +65,14 @@ impl Log2Hist {
         h
     }
 
+    /// Sets the largest value seen, when it is known exactly (percentiles are capped at it).
+    pub fn with_max(mut self, max: u64) -> Self {
+        if self.count() > 0 {
+            self.max = max;
+        }
+        self
+    }
+
     /// Adds one value.
     pub fn record(&mut self, v: u64) {
         self.slots[slot_of(v).min(SLOTS - 1)] += 1;

@@ -485,7 +485,7 @@ impl LatencyProbe {
                     .context(|| "read latency histogram".into())?
                     .unwrap_or_default();
                 let mut slots = [0u64; 64];
-                let mut sum = 0u64;
+                let (mut sum, mut max) = (0u64, 0u64);
                 for bytes in &per_cpu {
                     let mut h = types::lat_hist::default();
                     if plain::copy_from_bytes(&mut h, bytes).is_ok() {
@@ -493,9 +493,10 @@ impl LatencyProbe {
                             *s += v;
                         }
                         sum += h.sum_ns;
+                        max = max.max(h.max_ns);
                     }
                 }
-                let hist = Log2Hist::from_slots(&slots);
+                let hist = Log2Hist::from_slots(&slots).with_max(max);
                 if hist.count() == 0 {
                     if from == "total" {
                         out.push(HistView::new(p.name, from, to, &hist, sum));

@@ -35,7 +35,7 @@ pub struct HistView {
     pub count: u64,
     /// Mean (exact: from the sum of the samples).
     pub avg: u64,
-    /// 50th percentile (upper bound of its log2 bucket).
+    /// 50th percentile (upper bound of its log2 bucket, at most `max`).
     pub p50: u64,
     /// 90th percentile.
     pub p90: u64,
@@ -43,7 +43,7 @@ pub struct HistView {
     pub p99: u64,
     /// 99.9th percentile.
     pub p999: u64,
-    /// Upper bound of the highest bucket.
+    /// Largest sample.
     pub max: u64,
     /// Non-empty buckets, lowest first.
     pub buckets: Vec<Bucket>,

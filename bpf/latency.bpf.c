@@ -313,9 +313,10 @@ static __always_inline int lat_role_of(struct net_device *dev, const int direct)
 	return LAT_ROLE_ANY;
 }
 
+/* @skb NULL: it must not be read (net_dev_xmit); @xmit_len is its length then. */
 static __always_inline void lat_record(struct lat_stage_rec *r, struct sk_buff *skb,
 				       struct net_device *dev, __u64 now, __u32 qlen,
-				       const int direct)
+				       __u32 xmit_len, const int direct)
 {
 	r->ts_ns = now;
 	r->cpu = bpf_get_smp_processor_id();
@@ -323,8 +324,10 @@ static __always_inline void lat_record(struct lat_stage_rec *r, struct sk_buff *
 	if (!lat_cfg.meta)
 		return;
 	r->ifindex = dev ? NP_RD(direct, dev->ifindex, dev, ifindex) : 0;
-	if (!skb)
+	if (!skb) {
+		r->len = xmit_len;
 		return;
+	}
 	r->hash = NP_RD(direct, skb->hash, skb, hash);
 	r->len = NP_RD(direct, skb->len, skb, len);
 	r->queue = NP_RD(direct, skb->queue_mapping, skb, queue_mapping);
@@ -356,7 +359,7 @@ static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref
 		ns->pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(ns->comm, sizeof(ns->comm));
 	}
-	lat_record(&ns->st[pos], skb, dev, now, qlen, direct);
+	lat_record(&ns->st[pos], skb, dev, now, qlen, 0, direct);
 	if (c && bpf_map_lookup_elem(&packets, &s->key))
 		c->restarted++;
 	if (bpf_map_update_elem(&packets, &s->key, ns, BPF_ANY)) {
@@ -405,12 +408,14 @@ static __always_inline struct lat_stage_ref lat_ref(const int hook, int role)
 }
 
 /*
- * One stage event: @hook is a constant; @rc is net_dev_xmit's return code (else 0).
+ * One stage event: @hook is a constant; @rc and @xmit_len are net_dev_xmit's return code and
+ * skb length (else 0).
  * start_xmit also leaves the packet's identity for net_dev_xmit on this CPU, whose skb may
  * already be freed (veth hands it to the peer) and must not be read.
  */
 static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net_device *dev,
-				      const int hook, __u32 qlen, int rc, const int direct)
+				      const int hook, __u32 qlen, int rc, __u32 xmit_len,
+				      const int direct)
 {
 	struct lat_stage_ref ref;
 	struct lat_scratch *s;
@@ -503,7 +508,7 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 		lat_hist_add(ps->path, ps->last_pos * LAT_MAX_STAGES + pos, now - ps->last_ns);
 	if (lat_cfg.meta)
 		lat_record(&ps->st[pos], hook == LAT_HOOK_DEV_XMIT ? 0 : skb, dev, now, qlen,
-			   direct);
+			   xmit_len, direct);
 	else
 		ps->st[pos].ts_ns = now;
 	ps->last_ns = now;
@@ -525,7 +530,7 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(lat_queue_btf, struct sk_buff *skb)
 {
-	lat_stage(ctx, skb, skb->dev, LAT_HOOK_DEV_QUEUE, 0, 0, 1);
+	lat_stage(ctx, skb, skb->dev, LAT_HOOK_DEV_QUEUE, 0, 0, 0, 1);
 	return 0;
 }
 
@@ -534,21 +539,22 @@ int BPF_PROG(lat_deq_btf, struct Qdisc *q, const struct netdev_queue *txq, int p
 	     struct sk_buff *skb)
 {
 	if (skb)
-		lat_stage(ctx, skb, txq->dev, LAT_HOOK_QDISC_DEQUEUE, q->q.qlen, 0, 1);
+		lat_stage(ctx, skb, txq->dev, LAT_HOOK_QDISC_DEQUEUE, q->q.qlen, 0, 0, 1);
 	return 0;
 }
 
 SEC("tp_btf/net_dev_start_xmit")
 int BPF_PROG(lat_sxmit_btf, struct sk_buff *skb, struct net_device *dev)
 {
-	lat_stage(ctx, skb, dev, LAT_HOOK_START_XMIT, 0, 0, 1);
+	lat_stage(ctx, skb, dev, LAT_HOOK_START_XMIT, 0, 0, 0, 1);
 	return 0;
 }
 
 SEC("tp_btf/net_dev_xmit")
-int BPF_PROG(lat_xmit_btf, struct sk_buff *skb, int rc, struct net_device *dev)
+int BPF_PROG(lat_xmit_btf, struct sk_buff *skb, int rc, struct net_device *dev,
+	     unsigned int skb_len)
 {
-	lat_stage(ctx, skb, dev, LAT_HOOK_DEV_XMIT, 0, rc, 1);
+	lat_stage(ctx, skb, dev, LAT_HOOK_DEV_XMIT, 0, rc, skb_len, 1);
 	return 0;
 }
 
@@ -556,7 +562,7 @@ int BPF_PROG(lat_xmit_btf, struct sk_buff *skb, int rc, struct net_device *dev)
 	SEC("tp_btf/" #tp)                                                  \
 	int BPF_PROG(prog, struct sk_buff *skb)                             \
 	{                                                                   \
-		lat_stage(ctx, skb, skb->dev, LAT_HOOK_RX_ENTRY, 0, 0, 1);  \
+		lat_stage(ctx, skb, skb->dev, LAT_HOOK_RX_ENTRY, 0, 0, 0, 1);  \
 		return 0;                                                   \
 	}
 
@@ -569,7 +575,7 @@ LAT_RX_ENTRY_BTF(lat_nrx_btf, netif_rx)
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(lat_recv_btf, struct sk_buff *skb)
 {
-	lat_stage(ctx, skb, skb->dev, LAT_HOOK_RECEIVE, 0, 0, 1);
+	lat_stage(ctx, skb, skb->dev, LAT_HOOK_RECEIVE, 0, 0, 0, 1);
 	return 0;
 }
 
@@ -577,7 +583,7 @@ int BPF_PROG(lat_recv_btf, struct sk_buff *skb)
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(lat_read_btf, struct sk_buff *skb)
 {
-	lat_stage(ctx, skb, 0, LAT_HOOK_SOCK_READ, 0, 0, 1);
+	lat_stage(ctx, skb, 0, LAT_HOOK_SOCK_READ, 0, 0, 0, 1);
 	return 0;
 }
 
@@ -599,9 +605,9 @@ int BPF_PROG(lat_consume_btf, struct sk_buff *skb)
 	__u64 loc = bpf_core_field_exists(struct trace_event_raw_consume_skb, location) ? ctx[1] : 0;
 
 	if (lat_is_tun_read(loc, skb->dev, 1))
-		lat_stage(ctx, skb, skb->dev, LAT_HOOK_TUN_READ, 0, 0, 1);
+		lat_stage(ctx, skb, skb->dev, LAT_HOOK_TUN_READ, 0, 0, 0, 1);
 	else
-		lat_stage(ctx, skb, 0, LAT_HOOK_CONSUMED, 0, 0, 1);
+		lat_stage(ctx, skb, 0, LAT_HOOK_CONSUMED, 0, 0, 0, 1);
 	return 0;
 }
 
@@ -611,13 +617,13 @@ int BPF_PROG(lat_consume_btf, struct sk_buff *skb)
 	SEC("fentry/" #func)                                                        \
 	int BPF_PROG(fprog, __VA_ARGS__)                                            \
 	{                                                                           \
-		lat_stage(ctx, skb, 0, hook, 0, 0, 1);                              \
+		lat_stage(ctx, skb, 0, hook, 0, 0, 0, 1);                              \
 		return 0;                                                           \
 	}                                                                           \
 	SEC("kprobe/" #func)                                                        \
 	int BPF_KPROBE(kprog, __VA_ARGS__)                                          \
 	{                                                                           \
-		lat_stage(ctx, skb, 0, hook, 0, 0, 0);                              \
+		lat_stage(ctx, skb, 0, hook, 0, 0, 0, 0);                              \
 		return 0;                                                           \
 	}
 
@@ -647,7 +653,7 @@ int lat_queue_tp(struct trace_event_raw_net_dev_template *args)
 {
 	struct sk_buff *skb = args->skbaddr;
 
-	lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_DEV_QUEUE, 0, 0, 0);
+	lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_DEV_QUEUE, 0, 0, 0, 0);
 	return 0;
 }
 
@@ -658,7 +664,7 @@ int lat_deq_tp(struct trace_event_raw_qdisc_dequeue *args)
 
 	if (skb)
 		lat_stage(args, skb, BPF_CORE_READ(args->txq, dev), LAT_HOOK_QDISC_DEQUEUE,
-			  BPF_CORE_READ(args->qdisc, q.qlen), 0, 0);
+			  BPF_CORE_READ(args->qdisc, q.qlen), 0, 0, 0);
 	return 0;
 }
 
@@ -667,7 +673,7 @@ int lat_sxmit_tp(struct trace_event_raw_net_dev_start_xmit *args)
 {
 	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
 
-	lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_START_XMIT, 0, 0, 0);
+	lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_START_XMIT, 0, 0, 0, 0);
 	return 0;
 }
 
@@ -675,7 +681,7 @@ SEC("tracepoint/net/net_dev_xmit")
 int lat_xmit_tp(struct trace_event_raw_net_dev_xmit *args)
 {
 	/* The skb may be gone: its identity and device role come from start_xmit's hint. */
-	lat_stage(args, args->skbaddr, 0, LAT_HOOK_DEV_XMIT, 0, args->rc, 0);
+	lat_stage(args, args->skbaddr, 0, LAT_HOOK_DEV_XMIT, 0, args->rc, args->len, 0);
 	return 0;
 }
 
@@ -684,7 +690,7 @@ int lat_xmit_tp(struct trace_event_raw_net_dev_xmit *args)
 	int prog(struct type *args)                                                   \
 	{                                                                             \
 		struct sk_buff *skb = (struct sk_buff *)args->skbaddr;                \
-		lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_RX_ENTRY, 0, 0, 0);   \
+		lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_RX_ENTRY, 0, 0, 0, 0);   \
 		return 0;                                                             \
 	}
 
@@ -697,14 +703,14 @@ int lat_recv_tp(struct trace_event_raw_net_dev_template *args)
 {
 	struct sk_buff *skb = args->skbaddr;
 
-	lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_RECEIVE, 0, 0, 0);
+	lat_stage(args, skb, lat_skb_dev(skb), LAT_HOOK_RECEIVE, 0, 0, 0, 0);
 	return 0;
 }
 
 SEC("tracepoint/skb/skb_copy_datagram_iovec")
 int lat_read_tp(struct trace_event_raw_skb_copy_datagram_iovec *args)
 {
-	lat_stage(args, (struct sk_buff *)args->skbaddr, 0, LAT_HOOK_SOCK_READ, 0, 0, 0);
+	lat_stage(args, (struct sk_buff *)args->skbaddr, 0, LAT_HOOK_SOCK_READ, 0, 0, 0, 0);
 	return 0;
 }
 
@@ -718,9 +724,9 @@ int lat_consume_tp(struct trace_event_raw_consume_skb *args)
 	if (bpf_core_field_exists(args->location))
 		loc = (__u64)BPF_CORE_READ(args, location);
 	if (lat_is_tun_read(loc, dev, 0))
-		lat_stage(args, skb, dev, LAT_HOOK_TUN_READ, 0, 0, 0);
+		lat_stage(args, skb, dev, LAT_HOOK_TUN_READ, 0, 0, 0, 0);
 	else
-		lat_stage(args, skb, 0, LAT_HOOK_CONSUMED, 0, 0, 0);
+		lat_stage(args, skb, 0, LAT_HOOK_CONSUMED, 0, 0, 0, 0);
 	return 0;
 }
 

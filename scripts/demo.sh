@@ -78,3 +78,8 @@ start "$bin/trace_net_drop" --netns "$B" -i 60
 send 198.18.0.2 9 5
 send 198.18.0.2 7777 3
 kill -INT "$tool_pid"; wait "$tool_pid" || true
+
+echo
+echo "### latency tools (their own lab: a shaped uplink, a bridged tap read by the demo as a VM)"
+cargo build --release --quiet -p netprobe-lab --example latency_demo
+target/release/examples/latency_demo "$bin"

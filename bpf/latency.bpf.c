@@ -203,10 +203,10 @@ static __always_inline int lat_key_of_tcp_sock(struct sk_buff *skb, struct lat_s
 }
 
 static __always_inline int lat_key_of(struct sk_buff *skb, struct lat_scratch *s,
-				      const int from_data, const int direct)
+				      const int from_data, const int ipv4, const int direct)
 {
 	struct lat_key *k = &s->key;
-	__u16 proto = bpf_ntohs(NP_RD(direct, skb->protocol, skb, protocol));
+	__u16 proto = ipv4 ? NP_ETH_P_IP : bpf_ntohs(NP_RD(direct, skb->protocol, skb, protocol));
 	unsigned char *base;
 	__u8 *b = s->buf, *l4;
 	__u8 ihl, l4proto;
@@ -466,7 +466,8 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 		if (ref.flags & LAT_FROM_SOCK) {
 			if (!lat_key_of_tcp_sock(skb, s, direct))
 				return;
-		} else if (!lat_key_of(skb, s, (ref.flags & LAT_FROM_DATA) != 0, direct)) {
+		} else if (!lat_key_of(skb, s, (ref.flags & LAT_FROM_DATA) != 0,
+				       (ref.flags & LAT_IPV4) != 0, direct)) {
 			return;
 		}
 		if (ref.flags & (LAT_ICMP_REQ | LAT_ICMP_REP)) {
@@ -497,8 +498,22 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 		return;
 	}
 	ps = bpf_map_lookup_elem(&packets, &s->key);
+	if (!ps && (ref.flags & LAT_OPEN_IF_NEW)) {
+		lat_open(s, ref, skb, dev, netns, now, qlen, st, direct);
+		return;
+	}
 	if (!ps || ps->path != ref.path)
 		return;
+	if (ref.flags & LAT_DROP_ONLY) {
+		if (rc == 1) { /* NET_XMIT_DROP */
+			struct lat_counters *c = lat_counters();
+
+			bpf_map_delete_elem(&packets, &s->key);
+			if (c)
+				c->dropped++;
+		}
+		return;
+	}
 	pos = ref.pos1 - 1;
 	if (pos <= ps->last_pos || pos >= LAT_MAX_STAGES)
 		return;

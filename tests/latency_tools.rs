@@ -382,6 +382,62 @@ fn a_stopped_tap_reader_is_the_ring_stage_and_the_threshold_takes_only_slow_pack
 }
 
 #[test]
+fn a_full_tap_ring_counts_as_dropped() {
+    require_root();
+    let vl = VmLab::new("lfull");
+    let tool = ToolRun::start(
+        VM_SUMMARY,
+        &[
+            "--netns",
+            &vl.lab.b,
+            "--phy-interface",
+            Lab::B_IF,
+            "--vm-interface",
+            vl.tap,
+            "--direction",
+            "rx",
+            "--protocol",
+            "udp",
+            "--dst-port",
+            "7307",
+            "--json",
+            "-i",
+            "600",
+        ],
+    );
+    let ring = u64::from(netprobe_lab::latency::TAP_TXQUEUELEN);
+    const EXTRA: u64 = 100;
+    vl.vm.pause();
+    // In batches: the veth's backlog (netdev_max_backlog) must not drop any on the way.
+    for _ in 0..(ring + EXTRA) / 50 {
+        send_udp(&vl.lab.a, None, SocketAddrV4::new(vl.vm_ip, 7307), 50, 64);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    wait_until("the tap's ring full and dropping", WAIT, || {
+        read_stat(&vl.lab.b, vl.tap, "tx_dropped") >= EXTRA
+    });
+    vl.vm.resume();
+    let t0 = std::time::Instant::now();
+    while vl.vm.udp_frames_to(7307) < ring && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The ring may hold a frame or two that are not ours (an ARP from the bridge).
+    let read = vl.vm.udp_frames_to(7307);
+    let sent = ring + EXTRA;
+    assert!(read <= ring && read + 5 >= ring, "read {read}");
+    std::thread::sleep(Duration::from_millis(100));
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let r = last_report(&out);
+    assert_eq!(r["started"], sent, "{r:#}");
+    assert_eq!(r["completed"], read, "{r:#}");
+    assert_eq!(r["dropped"], sent - read, "{r:#}");
+    assert!(read_stat(&vl.lab.b, vl.tap, "tx_dropped") >= sent - read);
+    assert_eq!(r["evicted"], 0, "{r:#}");
+    assert_eq!(r["active"], 0, "{r:#}");
+}
+
+#[test]
 fn vm_writes_are_timed_to_the_physical_interface() {
     require_root();
     let vl = VmLab::new("lvmtx");

@@ -66,14 +66,16 @@ enum lat_stage_flags {
 	LAT_ICMP_REQ = 8,   /* only ICMP echo requests (kernel_icmp_rtt) */
 	LAT_ICMP_REP = 16,  /* only ICMP echo replies */
 	LAT_FROM_SOCK = 32, /* TCP before IP: addresses from the socket, TCP header at transport_header */
+	LAT_DROP_ONLY = 64, /* not a stage: a net_dev_xmit error here drops the packet (a full tap ring) */
+	LAT_IPV4 = 128,     /* an IPv4 function: skb->protocol may not be set yet (ip_send_skb, ip_output) */
+	LAT_OPEN_IF_NEW = 256, /* opens a packet no earlier stage opened (a function stage that missed it) */
 };
 
 /* The stage a hook on a device of some role is: 0 in `pos1` when it is none. */
 struct lat_stage_ref {
-	__u8 path;  /* path index */
-	__u8 pos1;  /* position in the path + 1 */
-	__u8 flags; /* enum lat_stage_flags */
-	__u8 pad;
+	__u8 path;   /* path index */
+	__u8 pos1;   /* position in the path + 1 */
+	__u16 flags; /* enum lat_stage_flags */
 };
 
 struct lat_config {

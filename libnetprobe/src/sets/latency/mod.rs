@@ -299,6 +299,10 @@ fn hooks_of(paths: &[Path]) -> Vec<Hook> {
             if s.hook == Hook::DevXmit && !hooks.contains(&Hook::StartXmit) {
                 hooks.push(Hook::StartXmit);
             }
+            // start_xmit without a net_dev_xmit stage: net_dev_xmit still sees the drops.
+            if s.hook == Hook::StartXmit && !hooks.contains(&Hook::DevXmit) {
+                hooks.push(Hook::DevXmit);
+            }
         }
     }
     hooks
@@ -634,6 +638,7 @@ fn write_stage_table(cfg: &mut types::lat_config, paths: &[Path]) -> Result<()> 
             )));
         }
         let openers = p.openers();
+        let fallback = p.fallback_opener();
         for (pos, s) in p.stages.iter().enumerate() {
             let r = &mut cfg.stage[s.hook.bpf()][s.role.bpf()];
             if r.pos1 != 0 {
@@ -649,6 +654,12 @@ fn write_stage_table(cfg: &mut types::lat_config, paths: &[Path]) -> Result<()> 
             if s.from_sock() {
                 flags |= F::LAT_FROM_SOCK.0;
             }
+            if s.ipv4() {
+                flags |= F::LAT_IPV4.0;
+            }
+            if fallback == Some(pos) {
+                flags |= F::LAT_OPEN_IF_NEW.0;
+            }
             if s.last {
                 flags |= F::LAT_LAST.0;
             }
@@ -662,7 +673,24 @@ fn write_stage_table(cfg: &mut types::lat_config, paths: &[Path]) -> Result<()> 
             }
             r.path = pi as u8;
             r.pos1 = (pos + 1) as u8;
-            r.flags = flags as u8;
+            r.flags = flags as u16;
+        }
+        // A device the path transmits on without a net_dev_xmit stage (the VM's tap):
+        // its xmit errors still end the packet, as dropped.
+        for s in &p.stages {
+            if s.hook != Hook::StartXmit
+                || p.stages
+                    .iter()
+                    .any(|t| t.hook == Hook::DevXmit && t.role == s.role)
+            {
+                continue;
+            }
+            let r = &mut cfg.stage[Hook::DevXmit.bpf()][s.role.bpf()];
+            if r.pos1 == 0 {
+                r.path = pi as u8;
+                r.pos1 = u8::MAX;
+                r.flags = F::LAT_DROP_ONLY.0 as u16;
+            }
         }
     }
     Ok(())

@@ -366,6 +366,11 @@ impl Stage {
     pub fn from_sock(&self) -> bool {
         self.hook == Hook::IpQueueXmit
     }
+
+    /// An IPv4 function: the packet is IPv4 whatever skb->protocol says yet.
+    pub fn ipv4(&self) -> bool {
+        self.hook.is_function()
+    }
 }
 
 /// Which way a packet goes (`--direction`): for VM paths, the VM's view.
@@ -553,17 +558,36 @@ impl Path {
         out
     }
 
-    /// The stages a total-only measurement needs: the openers and every last.
+    /// The first tracepoint stage after leading function stages: it opens the packets those
+    /// missed (traffic that does not pass them: forwarded, or a function the compiler copied).
+    pub fn fallback_opener(&self) -> Option<usize> {
+        let first_tp = self.stages.iter().position(|s| !s.hook.is_function())?;
+        (first_tp > 0 && self.stages[..first_tp].iter().all(|s| s.hook.is_function()))
+            .then_some(first_tp)
+    }
+
+    /// The stages a total-only measurement needs: the openers and every last, and a
+    /// start_xmit on a device with no net_dev_xmit stage (it lets net_dev_xmit tell that
+    /// device's drops, e.g. a full tap ring).
     pub fn ends(&self) -> Path {
         let openers = self.openers();
+        let fallback = self.fallback_opener();
+        let drop_watch = |s: &Stage| {
+            s.hook == Hook::StartXmit
+                && !self
+                    .stages
+                    .iter()
+                    .any(|t| t.hook == Hook::DevXmit && t.role == s.role)
+        };
         Path {
             name: self.name,
             stages: self
                 .stages
                 .iter()
                 .zip(openers)
-                .filter(|(s, opens)| *opens || s.last)
-                .map(|(s, _)| *s)
+                .enumerate()
+                .filter(|(i, (s, opens))| *opens || s.last || drop_watch(s) || Some(*i) == fallback)
+                .map(|(_, (s, _))| *s)
                 .collect(),
         }
     }
@@ -629,7 +653,11 @@ mod tests {
             assert!(!p.stages[0].last);
             let mut names: Vec<&str> = p.stages.iter().map(|s| s.name).collect();
             for n in &names {
-                assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
+                assert!(
+                    n.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                    "{n}"
+                );
             }
             names.sort_unstable();
             names.dedup();
@@ -639,6 +667,12 @@ mod tests {
         let names: Vec<&str> = vm.stages.iter().map(|s| s.name).collect();
         assert!(names.ends_with(&["tap_xmit", "vm_read"]));
         assert_eq!(Path::vm(Direction::Tx).stages[0].name, "vm_write");
-        assert_eq!(Path::vm(Direction::Rx).ends().stages.len(), 2);
+        let ends: Vec<&str> = Path::vm(Direction::Rx)
+            .ends()
+            .stages
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(ends, ["phy_rx", "tap_xmit", "vm_read"]);
     }
 }

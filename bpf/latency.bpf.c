@@ -59,6 +59,14 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
+/* Per reader thread: its oldest read not yet followed by an interrupt to the VM. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct lat_unsignalled);
+} unsignalled SEC(".maps");
+
 /* Interval generation of the histograms; user space increments it before each read. */
 __u64 lat_gen = 0;
 
@@ -536,8 +544,52 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 			c->dropped++;
 		return;
 	}
-	if (ref.flags & LAT_LAST)
+	if (ref.flags & LAT_LAST) {
+		__u32 path = ps->path;
+
 		lat_close(ctx, s, ps, now, st);
+		if (hook == LAT_HOOK_TUN_READ && lat_cfg.stage[LAT_HOOK_VM_NOTIFY][LAT_ROLE_ANY].pos1) {
+			struct lat_unsignalled u = { .read_ns = now, .path = path, .pos = pos };
+			__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+			bpf_map_update_elem(&unsignalled, &tid, &u, BPF_NOEXIST);
+		}
+	}
+}
+
+/*
+ * An MSI injected by KVM in the context of a thread that read packets from a tap (the irqfd
+ * fast path runs in the eventfd writer: vhost, or the VMM): vm_read -> vm_notified.
+ */
+static __always_inline void lat_vm_notify(void)
+{
+	struct lat_stage_ref ref = lat_cfg.stage[LAT_HOOK_VM_NOTIFY][LAT_ROLE_ANY];
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct lat_unsignalled *u;
+	__u32 to = ref.pos1 - 1;
+
+	if (!ref.pos1)
+		return;
+	u = bpf_map_lookup_elem(&unsignalled, &tid);
+	if (!u)
+		return;
+	if (lat_cfg.stage_hists && u->pos < to && to < LAT_MAX_STAGES)
+		lat_hist_add(u->path, u->pos * LAT_MAX_STAGES + to, bpf_ktime_get_ns() - u->read_ns);
+	bpf_map_delete_elem(&unsignalled, &tid);
+}
+
+SEC("tp_btf/kvm_msi_set_irq")
+int BPF_PROG(lat_notify_btf)
+{
+	lat_vm_notify();
+	return 0;
+}
+
+SEC("tracepoint/kvm/kvm_msi_set_irq")
+int lat_notify_tp(void *args)
+{
+	lat_vm_notify();
+	return 0;
 }
 
 /* ---- tp_btf programs (skb is a BTF pointer: direct loads) ---- */

@@ -845,6 +845,10 @@ fn bad_input_is_one_line_and_exit_2() {
             ],
         ),
         (VM_DETAILS, &["--phy-interface", "lo"]),
+        (
+            VM_DETAILS,
+            &["--phy-interface", "lo", "--vm-interface", "lo"],
+        ),
         (ICMP_RTT, &["--phy-interface", "lo", "--direction", "both"]),
         (ICMP_RTT, &["--phy-interface", "lo", "--latency-ms", "-1"]),
         (QDISC, &["--dev", "nosuchif2"]),

@@ -47,7 +47,8 @@ enum lat_hook {
 	LAT_HOOK_IP_RCV = 12,           /* ip_rcv */
 	LAT_HOOK_IP_LOCAL_DELIVER = 13, /* ip_local_deliver */
 	LAT_HOOK_L4_RCV = 14,           /* tcp_v4_rcv, __udp4_lib_rcv (or udp_rcv), icmp_rcv */
-	LAT_HOOKS = 15,
+	LAT_HOOK_VM_NOTIFY = 15,        /* kvm:kvm_msi_set_irq in the thread that read from the tap */
+	LAT_HOOKS = 16,
 };
 
 /* What a device is to the path; ANY for hooks without a device of their own. */
@@ -155,6 +156,13 @@ struct lat_flow_value {
 	__u64 min_ns;
 	__u64 max_ns;
 	__u64 slots[LAT_FLOW_SLOTS];
+};
+
+/* The oldest packet a thread read from a tap that no VM interrupt has followed yet. */
+struct lat_unsignalled {
+	__u64 read_ns;
+	__u32 path;
+	__u32 pos;
 };
 
 /* Packet counters of the engine, per CPU. */

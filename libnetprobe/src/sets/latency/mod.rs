@@ -206,6 +206,18 @@ impl LatencyOptions {
                 }
             }
         }
+        let all: Vec<&(u32, String)> = [Role::Phy, Role::Internal, Role::Vm]
+            .iter()
+            .flat_map(|r| self.interfaces.of(*r))
+            .collect();
+        for (i, d) in all.iter().enumerate() {
+            if all[..i].iter().any(|e| e.0 == d.0) {
+                return Err(Error::usage(format!(
+                    "interface {} is given twice (one device has one role: phy, internal or vm)",
+                    d.1
+                )));
+            }
+        }
         for role in [Role::Phy, Role::Internal, Role::Vm] {
             if self.interfaces.of(role).len() > ROLE_DEVS {
                 return Err(Error::usage(format!(

@@ -38,6 +38,9 @@ pub enum Hook {
     IpLocalDeliver,
     /// `tcp_v4_rcv`, `__udp4_lib_rcv` (or `udp_rcv`), `icmp_rcv`.
     L4Rcv,
+    /// `kvm:kvm_msi_set_irq` in the thread that read the packet from the tap (vhost, the VMM):
+    /// the VM was interrupted. Not keyed by packet: the oldest unsignalled read of the thread.
+    VmNotify,
 }
 
 impl Hook {
@@ -60,6 +63,7 @@ impl Hook {
             Hook::IpRcv => H::LAT_HOOK_IP_RCV,
             Hook::IpLocalDeliver => H::LAT_HOOK_IP_LOCAL_DELIVER,
             Hook::L4Rcv => H::LAT_HOOK_L4_RCV,
+            Hook::VmNotify => H::LAT_HOOK_VM_NOTIFY,
         };
         v.0 as usize
     }
@@ -206,6 +210,13 @@ impl Hook {
                     &[("icmp_rcv", "lat_icmprcv_fe", "lat_icmprcv_kp")],
                 ),
             ],
+            Hook::VmNotify => vec![pair(
+                "VM interrupt (kvm_msi_set_irq)",
+                "kvm_msi_set_irq",
+                Some("kvm/kvm_msi_set_irq"),
+                "lat_notify_btf",
+                "lat_notify_tp",
+            )],
             Hook::TunRead | Hook::Consumed => vec![pair(
                 "consume (tap read, packet used up)",
                 "consume_skb",
@@ -229,8 +240,14 @@ impl Hook {
         )
     }
 
+    /// A stage this kernel may lack (function stages; the KVM tracepoint without kvm loaded):
+    /// left out of the path then, instead of an error.
+    pub fn optional(self) -> bool {
+        self.is_function() || self == Hook::VmNotify
+    }
+
     /// Every hook, in a stable order.
-    pub const ALL: [Hook; 15] = [
+    pub const ALL: [Hook; 16] = [
         Hook::DevQueue,
         Hook::QdiscDequeue,
         Hook::StartXmit,
@@ -246,6 +263,7 @@ impl Hook {
         Hook::IpRcv,
         Hook::IpLocalDeliver,
         Hook::L4Rcv,
+        Hook::VmNotify,
     ];
 }
 
@@ -458,6 +476,7 @@ impl Path {
                     stage("tap_qdisc_dequeue", Hook::QdiscDequeue, Role::Vm),
                     stage("tap_xmit", Hook::StartXmit, Role::Vm),
                     last(stage("vm_read", Hook::TunRead, Role::Vm)),
+                    stage("vm_notified", Hook::VmNotify, Role::Any),
                 ],
             },
             _ => {
@@ -600,7 +619,7 @@ impl Path {
             stages: self
                 .stages
                 .iter()
-                .filter(|s| !s.hook.is_function() || hooked(s.hook))
+                .filter(|s| !s.hook.optional() || hooked(s.hook))
                 .copied()
                 .collect(),
         }
@@ -665,7 +684,7 @@ mod tests {
         }
         let vm = Path::vm(Direction::Rx);
         let names: Vec<&str> = vm.stages.iter().map(|s| s.name).collect();
-        assert!(names.ends_with(&["tap_xmit", "vm_read"]));
+        assert!(names.ends_with(&["tap_xmit", "vm_read", "vm_notified"]));
         assert_eq!(Path::vm(Direction::Tx).stages[0].name, "vm_write");
         let ends: Vec<&str> = Path::vm(Direction::Rx)
             .ends()

@@ -438,6 +438,63 @@ fn a_full_tap_ring_counts_as_dropped() {
 }
 
 #[test]
+fn the_vm_interrupt_after_a_tap_read_is_the_vm_notified_stage() {
+    require_root();
+    let vl = VmLab::new("lnotify");
+    vl.vm
+        .enable_irqfd_notify()
+        .expect("KVM irqfd for the tap reader");
+    let tool = ToolRun::start(
+        VM_SUMMARY,
+        &[
+            "--netns",
+            &vl.lab.b,
+            "--phy-interface",
+            Lab::B_IF,
+            "--vm-interface",
+            vl.tap,
+            "--direction",
+            "rx",
+            "--protocol",
+            "udp",
+            "--dst-port",
+            "7308",
+            "--stage-latency",
+            "--json",
+            "-i",
+            "600",
+        ],
+    );
+    let dst = SocketAddrV4::new(vl.vm_ip, 7308);
+    send_udp(&vl.lab.a, None, dst, 10, 64);
+    wait_until("read", WAIT, || vl.vm.udp_frames_to(7308) == 10);
+    // 20 more wait for the stopped reader, which then reads them in one batch and signals
+    // the VM once.
+    vl.vm.pause();
+    let before = vl.vm.notifications();
+    send_udp(&vl.lab.a, None, dst, 20, 64);
+    std::thread::sleep(Duration::from_millis(100));
+    vl.vm.resume();
+    wait_until("read", WAIT, || vl.vm.udp_frames_to(7308) == 30);
+    std::thread::sleep(Duration::from_millis(100));
+    let signals = vl.vm.notifications();
+    assert_eq!(signals - before, 1, "one batch, one interrupt");
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let r = last_report(&out);
+    assert_eq!(r["completed"], 30, "{r:#}");
+    let n = hist(&r, "vm_rx", "vm_read", "vm_notified");
+    let count = n["count"].as_u64().unwrap();
+    // Every interrupt that followed a read of ours, no more (a batch of other frames, an
+    // ARP, may be signalled too).
+    assert!(
+        count >= 2 && count <= signals,
+        "{count} of {signals}: {n:#}"
+    );
+    assert!(n["max"].as_u64().unwrap() < 100_000_000, "{n:#}");
+}
+
+#[test]
 fn vm_writes_are_timed_to_the_physical_interface() {
     require_root();
     let vl = VmLab::new("lvmtx");

@@ -6,6 +6,8 @@
 
 /* Stage positions per path (user space defines the paths). */
 #define LAT_MAX_STAGES 12
+/* Per-stage records: a power of two, so that a masked index is bounded for every verifier. */
+#define LAT_STAGE_SLOTS 16
 /* Paths one load can track at once (e.g. tx and rx). */
 #define LAT_MAX_PATHS 2
 /* Devices per role (bond members). */
@@ -129,7 +131,7 @@ struct lat_state {
 	__u8 icmp_type;
 	__u32 pad;
 	char comm[16];
-	struct lat_stage_rec st[LAT_MAX_STAGES];
+	struct lat_stage_rec st[LAT_STAGE_SLOTS];
 };
 
 /* One slow packet (details), sent at its last stage. */

@@ -29,10 +29,10 @@ VM_APPEND=${VM_APPEND:-"console=ttyS0 panic=-1 quiet"}
 VM_VERBOSE=${VM_VERBOSE:-0}             # 1: also stream the serial console to stdout
 VM_SKIP_BUILD=${VM_SKIP_BUILD:-0}       # 1: reuse the executables of the last build
 # Modules loaded by /init up front (the guest's modprobe loads the rest on demand).
-VM_MODULES=${VM_MODULES:-"tun veth nf_tables openvswitch vhost_net"}
+VM_MODULES=${VM_MODULES:-"tun veth nf_tables openvswitch vhost_net kvm kvm_amd"}
 # Modules copied into the image (with their dependency closure), in addition to the
 # kernel/ subtrees in MODULE_TREES. Names as modprobe knows them.
-VM_EXTRA_MODULES=${VM_EXTRA_MODULES:-"tun veth tap 8021q sch_ingress sch_tbf bridge cls_bpf nfnetlink nf_tables openvswitch vhost_net"}
+VM_EXTRA_MODULES=${VM_EXTRA_MODULES:-"tun veth tap 8021q sch_ingress sch_tbf bridge cls_bpf nfnetlink nf_tables openvswitch vhost_net kvm kvm_amd"}
 read -ra MODULES_UP_FRONT <<<"$VM_MODULES"
 read -ra EXTRA_MODULES <<<"$VM_EXTRA_MODULES"
 MODULE_TREES="net/netfilter net/ipv4/netfilter net/ipv6/netfilter net/openvswitch net/nsh net/psample drivers/vhost"
@@ -41,7 +41,7 @@ REQUIRED_BUILTIN="BLK_DEV_INITRD RD_GZIP DEVTMPFS SERIAL_8250_CONSOLE PROC_FS SY
     DEBUG_INFO_BTF BPF_EVENTS FTRACE NET_NS PACKET INET UNIX MODULES"
 # module:CONFIG option of the modules the tests use. Either =y or =m will do: sid builds
 # NETFILTER_NETLINK in, and lists no nfnetlink in modules.builtin (it is part of netfilter core).
-MODULE_OPTS="tun:TUN veth:VETH tap:TAP 8021q:VLAN_8021Q sch_ingress:NET_SCH_INGRESS sch_tbf:NET_SCH_TBF bridge:BRIDGE cls_bpf:NET_CLS_BPF
+MODULE_OPTS="tun:TUN veth:VETH tap:TAP 8021q:VLAN_8021Q sch_ingress:NET_SCH_INGRESS sch_tbf:NET_SCH_TBF bridge:BRIDGE kvm:KVM kvm_amd:KVM_AMD cls_bpf:NET_CLS_BPF
     nfnetlink:NETFILTER_NETLINK nf_tables:NF_TABLES openvswitch:OPENVSWITCH vhost_net:VHOST_NET"
 # Host programs the tests shell out to that busybox cannot replace (busybox ip has no netns).
 HOST_PROGRAMS="ip tc bridge ping nft bpftool"

@@ -29,9 +29,15 @@
 //! ([`TapVm::write_frame`]) enter the kernel on `tp0` and are bridged out of `vb` to
 //! namespace a.
 //!
+//! The last step, "VM notified", is optional: after [`TapVm::enable_irqfd_notify`] the reader
+//! signals a KVM MSI irqfd ([`KvmIrqfd`]) after each batch of frames it read, from its own
+//! thread, as vhost-net's worker does after moving packets into a guest's ring. KVM then
+//! fires `kvm:kvm_msi_set_irq` in the reader's thread ([`TapVm::reader_tid`]).
+//!
 //! Everything is owned by guards: dropping the [`VmLab`] stops the reader and closes the tap
 //! fd (which destroys `tp0`) and then deletes both namespaces (and with them `br0` and the
 //! veths, their neighbour and fdb entries). [`Tbf`] removes its qdisc on drop.
+use crate::kvm::KvmIrqfd;
 use crate::{eth_frame, in_netns, ipv4_checksum, ns_exec, ns_exec_ok, udp_ipv4_frame, Lab};
 use crate::{IfReq, IFF_NO_PI, IFF_TAP, TUNSETIFF};
 use std::collections::HashMap;
@@ -41,6 +47,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -54,7 +61,8 @@ pub const VM_HOST_OCTET: u8 = 99;
 pub const TAP_TXQUEUELEN: u32 = 1000;
 /// How long [`TapVm`]'s reader waits in `poll()` before it looks at its controls again.
 const POLL_MS: libc::c_int = 5;
-/// How long [`TapVm::pause`] waits for the reader to acknowledge.
+/// How long [`TapVm::pause`] and [`TapVm::enable_irqfd_notify`] wait for the reader to
+/// acknowledge.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A hypervisor-host lab: namespace `b` bridges its "phy" `vb` and the VM's tap `tp0` on
@@ -182,6 +190,10 @@ struct Ctl {
     stop: bool,
     /// The reader exited on an error (the message).
     died: Option<String>,
+    /// `enable_irqfd_notify()` hands the reader this irqfd to signal after each batch.
+    irqfd_offer: Option<KvmIrqfd>,
+    /// The reader took the irqfd: from now on it signals after each batch.
+    irqfd_taken: bool,
 }
 
 /// State shared between a [`TapVm`] and its reader thread.
@@ -190,6 +202,8 @@ struct Shared {
     ctl: Mutex<Ctl>,
     cv: Condvar,
     frames: AtomicU64,
+    /// `signal()` calls the reader made on its irqfd.
+    notifications: AtomicU64,
     udp_by_dport: Mutex<HashMap<u16, u64>>,
 }
 
@@ -201,7 +215,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The user process standing in for a VM: owns a tap fd and a thread that reads frames
 /// from it in a loop, counting them; writes to the fd are the VM's transmits.
 ///
-/// Dropping it stops the thread and closes the fd, which destroys the tap device.
+/// The reader reads until `read()` returns `EAGAIN`; the frames read since the last
+/// `EAGAIN` form a *batch*. With [`TapVm::enable_irqfd_notify`] it signals a [`KvmIrqfd`]
+/// once at the end of each non-empty batch, like vhost-net, which signals the guest once
+/// per run of `handle_rx` rather than per packet. A batch cut short by [`TapVm::pause`] is
+/// signalled before the reader parks, so no notification is owed while paused.
+///
+/// Dropping it stops the thread (which closes the irqfd, if any) and closes the fd, which
+/// destroys the tap device.
 pub struct TapVm {
     /// Name of the tap device.
     pub name: String,
@@ -214,6 +235,7 @@ pub struct TapVm {
     fd: Arc<OwnedFd>,
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
+    reader_tid: u32,
     next_ip_id: AtomicU16,
 }
 
@@ -251,11 +273,15 @@ impl TapVm {
         });
         let fd = Arc::new(fd);
         let shared = Arc::new(Shared::default());
+        let (tid_tx, tid_rx) = mpsc::channel();
         let reader = {
             let (fd, shared) = (Arc::clone(&fd), Arc::clone(&shared));
             thread::Builder::new()
                 .name(format!("tapvm-{name}"))
                 .spawn(move || {
+                    // SAFETY: gettid(2) has no preconditions.
+                    let tid = unsafe { libc::gettid() };
+                    let _ = tid_tx.send(u32::try_from(tid).unwrap_or(0));
                     if let Err(e) = reader_loop(&fd, &shared) {
                         lock(&shared.ctl).died = Some(e);
                         shared.cv.notify_all();
@@ -263,6 +289,9 @@ impl TapVm {
                 })
                 .unwrap_or_else(|e| panic!("spawn tap reader for {name}: {e}"))
         };
+        let reader_tid = tid_rx
+            .recv()
+            .unwrap_or_else(|e| panic!("tap reader for {name} did not start: {e}"));
         TapVm {
             name: name.to_owned(),
             ns: ns.to_owned(),
@@ -271,8 +300,58 @@ impl TapVm {
             fd,
             shared,
             reader: Some(reader),
+            reader_tid,
             next_ip_id: AtomicU16::new(1),
         }
+    }
+
+    /// Thread id (`gettid()`) of the reader thread: the context in which it reads the tap
+    /// and signals the irqfd (tracefs' and BPF's `pid`/`tid` of those events).
+    pub fn reader_tid(&self) -> u32 {
+        self.reader_tid
+    }
+
+    /// Creates a [`KvmIrqfd`] and hands it to the reader thread, which from then on signals
+    /// it after each batch of frames (see [`TapVm`]). When this returns the reader owns it:
+    /// every batch that ends afterwards is signalled (one whose frames were partly read
+    /// before is signalled too). Calling it again does nothing. Fails if KVM is unusable
+    /// ([`KvmIrqfd::create`]), the reader died, or it does not take the irqfd within 5 s.
+    pub fn enable_irqfd_notify(&self) -> Result<(), String> {
+        if lock(&self.shared.ctl).irqfd_taken {
+            return Ok(());
+        }
+        let irqfd = KvmIrqfd::create()?;
+        let mut ctl = lock(&self.shared.ctl);
+        if ctl.irqfd_offer.is_none() && !ctl.irqfd_taken {
+            ctl.irqfd_offer = Some(irqfd);
+            self.shared.cv.notify_all();
+        } // else a concurrent call got there first; ours is dropped.
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        while !ctl.irqfd_taken {
+            if let Some(e) = &ctl.died {
+                return Err(format!("tap reader of {} died: {e}", self.name));
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Err(format!(
+                    "tap reader of {} did not take the irqfd in 5 s",
+                    self.name
+                ));
+            };
+            ctl = self
+                .shared
+                .cv
+                .wait_timeout(ctl, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// How many times the reader signalled its irqfd (0 before
+    /// [`TapVm::enable_irqfd_notify`]); at most one per batch, so never more than the frames
+    /// read.
+    pub fn notifications(&self) -> u64 {
+        self.shared.notifications.load(Ordering::SeqCst)
     }
 
     /// Frames read from the tap so far (every kind: ARP, broadcasts, ...).
@@ -386,17 +465,55 @@ impl Drop for TapVm {
     }
 }
 
-/// The reader thread: reads frames while not paused, until told to stop.
+/// The reader's notification state: the irqfd once handed over, and the frames read since the
+/// last `EAGAIN` (the current batch).
+#[derive(Default)]
+struct Notify {
+    irqfd: Option<KvmIrqfd>,
+    batch: u64,
+}
+
+impl Notify {
+    /// Takes an irqfd `enable_irqfd_notify()` offered, and acknowledges it.
+    fn take_offer(&mut self, ctl: &mut Ctl, shared: &Shared) {
+        if let Some(irqfd) = ctl.irqfd_offer.take() {
+            self.irqfd = Some(irqfd);
+            ctl.irqfd_taken = true;
+            shared.cv.notify_all();
+        }
+    }
+
+    /// Ends the current batch: signals the irqfd if the batch read anything and there is one.
+    fn end_batch(&mut self, shared: &Shared) -> Result<(), String> {
+        if self.batch > 0 {
+            if let Some(irqfd) = &self.irqfd {
+                irqfd.signal()?;
+                shared.notifications.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        self.batch = 0;
+        Ok(())
+    }
+}
+
+/// The reader thread: reads frames while not paused, until told to stop. It reads until
+/// `EAGAIN`, ends the batch there (signalling the irqfd, if enabled), and then waits in
+/// `poll()`. The controls are checked before every read.
 fn reader_loop(fd: &OwnedFd, shared: &Shared) -> Result<(), String> {
     let mut buf = vec![0u8; 65_536];
+    let mut notify = Notify::default();
     loop {
         {
             let mut ctl = lock(&shared.ctl);
+            notify.take_offer(&mut ctl, shared);
             if ctl.pause_requested && !ctl.stop {
+                // Signal what was read before parking, so nothing changes while paused.
+                notify.end_batch(shared)?;
                 ctl.paused = true;
                 shared.cv.notify_all();
                 while ctl.pause_requested && !ctl.stop {
                     ctl = shared.cv.wait(ctl).unwrap_or_else(|p| p.into_inner());
+                    notify.take_offer(&mut ctl, shared);
                 }
                 ctl.paused = false;
             }
@@ -404,41 +521,45 @@ fn reader_loop(fd: &OwnedFd, shared: &Shared) -> Result<(), String> {
                 return Ok(());
             }
         }
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is one valid pollfd that outlives the call.
-        let rc = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-        if rc < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("poll: {err}"));
-        }
-        if rc == 0 || pfd.revents & libc::POLLIN == 0 {
-            continue;
-        }
         // SAFETY: `buf` is a live buffer of `buf.len()` bytes; the fd is open (we hold it).
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             let err = std::io::Error::last_os_error();
-            if matches!(
-                err.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            ) {
-                continue;
+            match err.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => {
+                    notify.end_batch(shared)?;
+                    wait_readable(fd)?;
+                    continue;
+                }
+                _ => return Err(format!("read: {err}")),
             }
-            return Err(format!("read: {err}"));
         }
         let frame = &buf[..usize::try_from(n).unwrap_or(0)];
         shared.frames.fetch_add(1, Ordering::SeqCst);
         if let Some(port) = udp_dport(frame) {
             *lock(&shared.udp_by_dport).entry(port).or_insert(0) += 1;
         }
+        notify.batch += 1;
     }
+}
+
+/// Waits up to [`POLL_MS`] for `fd` to become readable (returning early on a signal).
+fn wait_readable(fd: &OwnedFd) -> Result<(), String> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd that outlives the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("poll: {err}"));
+        }
+    }
+    Ok(())
 }
 
 /// The UDP destination port of an untagged Ethernet/IPv4/UDP frame (whole or first
@@ -643,6 +764,7 @@ pub fn arp_request(src_mac: [u8; 6], src_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kvm::{MsiEvent, MsiTrace, MSI_VECTOR};
     use crate::{require_root, send_udp, wait_until};
     use std::net::{SocketAddrV4, UdpSocket};
 
@@ -756,6 +878,78 @@ mod tests {
         vl.vm.pause();
         vl.vm.pause();
         vl.vm.resume();
+        vl.vm.resume();
+    }
+
+    /// With irqfd notification on, the reader signals KVM once per batch of frames it read, from
+    /// its own thread: `kvm:kvm_msi_set_irq` fires there once per notification. Paused, it
+    /// neither reads nor signals; the queue drained on resume is one batch.
+    #[test]
+    fn latency_vm_kvm_irqfd_notifies_per_batch() {
+        require_root();
+        let _serial = crate::kvm::KVM_TESTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let vl = VmLab::new("lat-kvm");
+        let (a, b, port) = (vl.lab.a.clone(), vl.lab.b.clone(), 40_004);
+        let dst = SocketAddrV4::new(vl.vm_ip, port);
+        send_udp(&a, None, dst, 5, 64);
+        wait_until("5 datagrams read by the VM", WAIT, || {
+            vl.vm.udp_frames_to(port) == 5
+        });
+        assert_eq!(
+            vl.vm.notifications(),
+            0,
+            "nothing signalled before enabling"
+        );
+
+        let trace = MsiTrace::start().unwrap_or_else(|e| panic!("{e}"));
+        vl.vm
+            .enable_irqfd_notify()
+            .unwrap_or_else(|e| panic!("{e}"));
+        vl.vm
+            .enable_irqfd_notify()
+            .unwrap_or_else(|e| panic!("second call: {e}"));
+        let frames0 = vl.vm.frames_read();
+        send_udp(&a, None, dst, 50, 64);
+        wait_until("55 datagrams read by the VM", WAIT, || {
+            vl.vm.udp_frames_to(port) == 55
+        });
+        // The batch ends at the EAGAIN right after its last frame.
+        wait_until("a notification", WAIT, || vl.vm.notifications() > 0);
+        let n1 = vl.vm.notifications();
+        let read1 = vl.vm.frames_read() - frames0;
+        assert!(n1 <= read1, "{n1} notifications for {read1} frames");
+
+        vl.vm.pause();
+        let n2 = vl.vm.notifications();
+        let rx0 = crate::read_stat(&b, Lab::B_IF, "rx_packets");
+        send_udp(&a, None, dst, 300, 64);
+        wait_until("300 datagrams received on vb", WAIT, || {
+            crate::read_stat(&b, Lab::B_IF, "rx_packets") >= rx0 + 300
+        });
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(vl.vm.notifications(), n2, "a paused VM signals nothing");
+        vl.vm.resume();
+        wait_until("the 300 queued datagrams drained", WAIT, || {
+            vl.vm.udp_frames_to(port) == 355
+        });
+        wait_until("the drain signalled", WAIT, || vl.vm.notifications() > n2);
+        vl.vm.pause();
+        let n3 = vl.vm.notifications();
+        // One batch (read without EAGAIN), plus one per stray frame that arrived later.
+        assert!(n3 - n2 <= 3, "{} notifications for one drain", n3 - n2);
+        assert!(n3 <= vl.vm.frames_read() - frames0);
+
+        let events = trace.events().unwrap_or_else(|e| panic!("{e}"));
+        let tid = vl.vm.reader_tid();
+        let ours: Vec<&MsiEvent> = events.iter().filter(|e| e.tid == tid).collect();
+        assert_eq!(
+            ours.len() as u64,
+            n3,
+            "kvm_msi_set_irq in the reader (tid {tid}): {events:?}"
+        );
+        assert!(ours.iter().all(|e| e.vector == MSI_VECTOR && e.dst == 0));
         vl.vm.resume();
     }
 

@@ -13,8 +13,10 @@
 //! [`require_root`].
 pub mod bench;
 pub mod cost;
+pub mod delivery;
 pub mod drops;
 pub mod flood;
+pub mod kvm;
 pub mod latency;
 pub use drops::{rx_stat64, Drops, Expect, UNKNOWN_ETHERTYPE};
 pub mod testkit;

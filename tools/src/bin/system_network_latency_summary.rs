@@ -12,7 +12,7 @@ const TOOL: &str = "system_network_latency_summary";
 /// Measures how long packets take between the host stack and the physical interface, stage by
 /// stage (tracepoints; no per-packet events), and prints histograms with percentiles.
 #[derive(Debug, Parser)]
-#[command(name = TOOL, version, after_help = "Stages (tx): [internal_queue > internal_xmit >] phy_queue > phy_qdisc_dequeue > phy_start_xmit > phy_xmit.\nStages (rx): phy_rx > phy_receive [> internal_receive] > sock_read | consumed.\nWithout --stage-latency only the first and last stages are attached (lowest cost).")]
+#[command(name = TOOL, version, after_help = "Stages (tx): [internal_queue > internal_xmit >] phy_queue > phy_qdisc_dequeue > phy_start_xmit > phy_xmit.\nStages (rx): phy_rx > phy_receive [> internal_receive] > sock_read | consumed.\nWithout --stage-latency only the stages that open and close packets are attached, and net_dev_start_xmit where the path ends at net_dev_xmit (it names the packet there): lowest cost.")]
 struct Args {
     #[command(flatten)]
     intervals: IntervalArgs,

@@ -14,7 +14,7 @@ const TOOL: &str = "vm_network_latency_summary";
 /// Measures how long a VM's packets take between its tap (--vm-interface) and the physical
 /// interface, stage by stage (tracepoints; no kprobes), and prints histograms with percentiles.
 #[derive(Debug, Parser)]
-#[command(name = TOOL, version, after_help = "Directions are the VM's view.\nStages (tx, from the VM): vm_write > vm_receive > phy_queue > phy_qdisc_dequeue > phy_start_xmit > phy_xmit.\nStages (rx, to the VM): phy_rx > phy_receive > tap_queue > tap_qdisc_dequeue > tap_xmit > vm_read (the tap's reader, vhost or the VMM, pulled it from the ring).\nWithout --stage-latency only the first and last stages are attached (lowest cost).")]
+#[command(name = TOOL, version, after_help = "Directions are the VM's view.\nStages (tx, from the VM): vm_write > vm_receive > phy_queue > phy_qdisc_dequeue > phy_start_xmit > phy_xmit.\nStages (rx, to the VM): phy_rx > phy_receive > tap_queue > tap_qdisc_dequeue > tap_xmit > vm_read (the tap's reader, vhost or the VMM, pulled it from the ring).\nWithout --stage-latency only the stages that open and close packets are attached, and net_dev_start_xmit where the path ends at net_dev_xmit (it names the packet there): lowest cost.")]
 struct Args {
     #[command(flatten)]
     intervals: IntervalArgs,

@@ -134,6 +134,7 @@ static __always_inline void lat_hist_add(__u32 path, __u32 pair, __u64 ns)
 	slot = lat_slot(ns);
 	if (slot >= LAT_SLOTS)
 		slot = LAT_SLOTS - 1;
+	barrier_var(slot);
 	h->slots[slot & (LAT_SLOTS - 1)]++;
 	h->sum_ns += ns;
 	if (ns > h->max_ns)
@@ -167,6 +168,7 @@ static __always_inline void lat_flow_add(struct lat_scratch *s, __u32 path, __u6
 	}
 	__sync_fetch_and_add(&v->count, 1);
 	__sync_fetch_and_add(&v->sum_ns, ns);
+	barrier_var(slot);
 	__sync_fetch_and_add(&v->slots[slot & (LAT_FLOW_SLOTS - 1)], 1);
 	if (ns < v->min_ns)
 		v->min_ns = ns;
@@ -367,6 +369,7 @@ static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref
 		ns->pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(ns->comm, sizeof(ns->comm));
 	}
+	barrier_var(pos); /* keeps the mask: older verifiers lose the range check's bound */
 	lat_record(&ns->st[pos & (LAT_STAGE_SLOTS - 1)], skb, dev, now, qlen, 0, direct);
 	if (c && bpf_map_lookup_elem(&packets, &s->key))
 		c->restarted++;
@@ -529,6 +532,7 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 		return;
 	if (lat_cfg.stage_hists)
 		lat_hist_add(ps->path, ps->last_pos * LAT_MAX_STAGES + pos, now - ps->last_ns);
+	barrier_var(pos);
 	if (lat_cfg.meta)
 		lat_record(&ps->st[pos & (LAT_STAGE_SLOTS - 1)], hook == LAT_HOOK_DEV_XMIT ? 0 : skb,
 			   dev, now, qlen, xmit_len, direct);

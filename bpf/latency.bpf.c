@@ -343,6 +343,27 @@ static __always_inline void lat_record(struct lat_stage_rec *r, struct sk_buff *
 	r->queue = NP_RD(direct, skb->queue_mapping, skb, queue_mapping);
 }
 
+/*
+ * A hash of the packet's identity: sampling decides the same for a packet at every stage that
+ * may open it (an opener and the fallback after it).
+ */
+static __always_inline __u32 lat_key_hash(const struct lat_key *k)
+{
+	const __u32 *a = (const __u32 *)k->flow.saddr, *b = (const __u32 *)k->flow.daddr;
+	__u64 h = ((__u64)k->id << 32 | k->id2) ^ ((__u64)k->flow.sport << 16 | k->flow.dport);
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h ^= ((__u64)a[i] << 32 | b[i]) * (i + 1);
+	/* murmur3's finalizer: every input bit reaches the low bits the modulo uses. */
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return (__u32)h;
+}
+
 static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref ref,
 				     struct sk_buff *skb, struct net_device *dev, __u32 netns,
 				     __u64 now, __u32 qlen, struct np_stats *st, const int direct)
@@ -354,7 +375,7 @@ static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref
 
 	if (pos >= LAT_MAX_STAGES || !np_match_flow(&s->key.flow))
 		return;
-	if (lat_cfg.sample > 1 && bpf_get_prandom_u32() % lat_cfg.sample)
+	if (lat_cfg.sample > 1 && lat_key_hash(&s->key) % lat_cfg.sample)
 		return;
 	if (lat_cfg.meta)
 		__builtin_memset(ns, 0, sizeof(*ns));

@@ -1,7 +1,7 @@
 //! Integration tests of the latency tools: real BPF in the running kernel, namespace labs with a
 //! delay of known length induced in one stage (a tbf shaper, a stopped tap reader), asserted
 //! through `--json`. Needs root (CI runs as root): without it every test fails, none is skipped.
-use netprobe_lab::latency::{ping, Tbf, TbfQueue, VmLab};
+use netprobe_lab::latency::{ping, ping_with, Tbf, TbfQueue, VmLab};
 use netprobe_lab::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -168,7 +168,7 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
         totals.push(f64_of(&e["total_us"]) / 1e6);
         enqueued.push(stage(e, "phy_queue").unwrap()["ts_ns"].as_u64().unwrap());
     }
-    // The shaper's delay is in the qdisc stage, packet by packet: within 2 ms + 10 % of the
+    // The shaper's delay is in the qdisc stage, packet by packet: within 4 ms + 10 % of the
     // expected sojourn (timer and softirq latency on a loaded 2-CPU machine or a TCG VM), and
     // within 10 % in sum. The shaper starts with a full bucket when packet 0 arrives; packet i, enqueued when
     // phy_queue saw it, leaves at its computed departure after that: its expected sojourn.
@@ -185,7 +185,7 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     );
     for (i, (got, want)) in sojourns.iter().zip(&expect).enumerate() {
         assert!(
-            (got - want).abs() < 0.002 + 0.1 * want,
+            (got - want).abs() < 0.004 + 0.1 * want,
             "packet {i}: sojourn {got:.5} s, expected {want:.5} s"
         );
         // Where the shaper held a packet for long, that is most of its whole path.
@@ -240,12 +240,16 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
         0,
         "the last packet leaves an empty qdisc: {qlens:?}"
     );
+    // The first packets pass on the bucket's tokens (how many depends on the sender's speed);
+    // once the queue peaks, each packet leaves one fewer behind.
+    let peak = (0..K)
+        .max_by_key(|&i| (qlens[i], std::cmp::Reverse(i)))
+        .unwrap();
     assert!(
-        qlens[1] >= (K as u64) / 2,
-        "the burst queued behind packet 1: {qlens:?}"
+        peak <= 3 && qlens[peak] >= (K as u64) / 2,
+        "the burst queued behind the first packets: {qlens:?}"
     );
-    // Packet 0 left before the others came; from packet 1 on each leaves one fewer behind.
-    assert!(qlens[1..].windows(2).all(|w| w[0] >= w[1]), "{qlens:?}");
+    assert!(qlens[peak..].windows(2).all(|w| w[0] >= w[1]), "{qlens:?}");
 
     let out = metrics.stop(Signal::SIGINT);
     assert!(out.status.success(), "{:?}", out.stderr);
@@ -610,7 +614,9 @@ fn icmp_rtt_on_both_hosts_fits_inside_the_ping_rtt() {
         ],
     );
     const N: u32 = 10;
-    let replies = ping(&lab.a, lab.b_ip, N, 50);
+    // -U: ping's RTT from before its sendto() to after its recvmsg(), which contains every
+    // kernel stage of the echo.
+    let replies = ping_with(&lab.a, lab.b_ip, N, 50, &["-U"]);
     assert_eq!(replies.len(), N as usize, "{replies:?}");
     std::thread::sleep(Duration::from_millis(100));
     let a = events(&pinger.stop(Signal::SIGINT));
@@ -642,13 +648,9 @@ fn icmp_rtt_on_both_hosts_fits_inside_the_ping_rtt() {
         assert_stages_sum_to_total(&ea);
         assert_stages_sum_to_total(&eb);
         let (rtt_a, rtt_b) = (f64_of(&ea["rtt_us"]), f64_of(&eb["rtt_us"]));
-        // ping's RTT runs from its sendto() to the reply's receive timestamp (SO_TIMESTAMP,
-        // taken where the reply enters the stack): the stages up to rep_phy_rx are inside
-        // it. (The kernel RTT goes on to rep_sock_read, ping's wakeup, which ping leaves out.)
-        let to_arrival = (ts(&ea, "rep_phy_rx") - ts(&ea, "req_phy_queue")) as f64 / 1000.0;
         assert!(
-            to_arrival <= r.rtt_us + 1.0,
-            "seq {}: kernel {to_arrival} us to the reply's arrival > ping {} us",
+            rtt_a <= r.rtt_us + 1.0,
+            "seq {}: kernel RTT {rtt_a} us > ping's user-to-user {} us",
             r.seq,
             r.rtt_us
         );

@@ -704,13 +704,27 @@ pub struct PingReply {
 /// gives an empty list). Intervals below 2 ms need root. Panics if ping cannot run or fails
 /// otherwise (exit status other than 0 or 1).
 pub fn ping(ns: &str, dst: Ipv4Addr, count: u32, interval_ms: u32) -> Vec<PingReply> {
+    ping_with(ns, dst, count, interval_ms, &[])
+}
+
+/// [`ping`] with extra options, e.g. `-U` (user-to-user latency: from before `sendto()` to
+/// after `recvmsg()`, where the default RTT ends at the reply's kernel receive timestamp).
+pub fn ping_with(
+    ns: &str,
+    dst: Ipv4Addr,
+    count: u32,
+    interval_ms: u32,
+    extra: &[&str],
+) -> Vec<PingReply> {
     let interval = format!("{}.{:03}", interval_ms / 1000, interval_ms % 1000);
     let (count_s, dst_s) = (count.to_string(), dst.to_string());
-    let args = [
-        "netns", "exec", ns, "ping", "-n", "-v", "-c", &count_s, "-i", &interval, "-W", "2", &dst_s,
+    let mut args = vec![
+        "netns", "exec", ns, "ping", "-n", "-v", "-c", &count_s, "-i", &interval, "-W", "2",
     ];
+    args.extend_from_slice(extra);
+    args.push(&dst_s);
     let out = Command::new("ip")
-        .args(args)
+        .args(&args)
         .output()
         .unwrap_or_else(|e| panic!("spawn ip {args:?}: {e}"));
     let (stdout, stderr) = (

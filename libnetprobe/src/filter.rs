@@ -101,7 +101,8 @@ impl L4Protocol {
     }
 }
 
-fn parse_port(s: &str) -> std::result::Result<u16, String> {
+/// Parses a TCP/UDP port (`0..=65535`), for clap.
+pub fn parse_port(s: &str) -> std::result::Result<u16, String> {
     match s.parse::<u32>() {
         Ok(p) if p <= 65535 => Ok(p as u16),
         Ok(p) => Err(format!("port {p} is out of range 0..=65535")),

@@ -10,7 +10,7 @@ use crate::kit::{
 };
 use crate::probe::{Candidate, Plan, ProbeKind, ProbePoint};
 use crate::run::{EventSource, IntervalSource};
-use crate::sets::flow::FlowView;
+use crate::sets::flow::{cstr, tcp_flags, FlowView};
 use crate::skel::drop::{types, DropSkel, DropSkelBuilder};
 use crate::symbol::kallsyms_range;
 use clap::ValueEnum;
@@ -465,33 +465,6 @@ fn mac(m: &[u8; 6]) -> String {
         s.push(HEX[usize::from(b & 0xf)] as char);
     }
     s
-}
-
-fn tcp_flags(f: u8) -> String {
-    const NAMES: [(u8, char); 8] = [
-        (0x01, 'F'),
-        (0x02, 'S'),
-        (0x04, 'R'),
-        (0x08, 'P'),
-        (0x10, 'A'),
-        (0x20, 'U'),
-        (0x40, 'E'),
-        (0x80, 'C'),
-    ];
-    NAMES
-        .iter()
-        .filter(|(bit, _)| f & bit != 0)
-        .map(|(_, c)| *c)
-        .collect()
-}
-
-fn cstr(bytes: &[i8]) -> String {
-    let b: Vec<u8> = bytes
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
-    String::from_utf8_lossy(&b).into_owned()
 }
 
 fn flow_view(f: &types::np_flow) -> FlowView {

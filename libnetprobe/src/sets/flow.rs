@@ -114,6 +114,35 @@ impl FlowView {
     }
 }
 
+/// TCP flags as letters (`S`, `A`, `F`, `R`, `P`, `U`, `E`, `C`).
+pub fn tcp_flags(f: u8) -> String {
+    const NAMES: [(u8, char); 8] = [
+        (0x01, 'F'),
+        (0x02, 'S'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x10, 'A'),
+        (0x20, 'U'),
+        (0x40, 'E'),
+        (0x80, 'C'),
+    ];
+    NAMES
+        .iter()
+        .filter(|(bit, _)| f & bit != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// A NUL-terminated C string from a BPF struct (`comm`, `ifname`).
+pub fn cstr(bytes: &[i8]) -> String {
+    let b: Vec<u8> = bytes
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&b).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

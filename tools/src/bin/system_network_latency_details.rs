@@ -1,12 +1,13 @@
 //! Host-stack packets whose whole path took at least --latency-us: one event per packet with
 //! the time of every stage it passed (filtered and thresholded in the kernel).
 use clap::Parser;
-use libnetprobe::cli::{parse_args, parse_duration, run_main, OutputArgs};
+use libnetprobe::cli::{parse_args, run_main, OutputArgs};
 use libnetprobe::output::latency::EventStyle;
-use libnetprobe::sets::latency::args::{interfaces, run_details, EngineArgs, LatencyFilterArgs};
+use libnetprobe::sets::latency::args::{
+    interfaces, run_details, DetailsArgs, EngineArgs, LatencyFilterArgs,
+};
 use libnetprobe::sets::latency::{Direction, LatencyOptions, Path};
 use libnetprobe::Result;
-use std::time::Duration;
 
 const TOOL: &str = "system_network_latency_details";
 
@@ -24,15 +25,8 @@ struct Args {
     /// Direction of the host stack's packets
     #[arg(long, value_enum, default_value_t = Direction::Both)]
     direction: Direction,
-    /// Report packets whose whole path took at least this many microseconds
-    #[arg(long, default_value_t = 0, value_name = "US")]
-    latency_us: u64,
-    /// Stop after this many seconds (default: run until Ctrl-C)
-    #[arg(short = 'd', long, value_parser = parse_duration, value_name = "SECS")]
-    duration: Option<Duration>,
-    /// At most this many events per second (0: no limit); more are counted as rate-limited
-    #[arg(long, default_value_t = libnetprobe::kit::DEFAULT_MAX_EVENTS_PER_SEC, value_name = "N")]
-    max_events_per_sec: u64,
+    #[command(flatten)]
+    details: DetailsArgs,
     #[command(flatten)]
     filter: LatencyFilterArgs,
     #[command(flatten)]
@@ -61,14 +55,13 @@ fn run(args: Args) -> Result<()> {
         .into_iter()
         .map(|d| Path::system(d, internal))
         .collect();
-    let threshold = Duration::from_micros(args.latency_us);
-    let mut opts = LatencyOptions::details(paths, filter, ifaces, threshold);
-    opts.kit.max_events_per_sec = args.max_events_per_sec;
+    let mut opts = LatencyOptions::details(paths, filter, ifaces, args.details.threshold());
+    args.details.apply(&mut opts);
     args.engine.apply(&mut opts);
     run_details(
         TOOL,
         opts,
-        args.duration,
+        args.details.duration,
         args.output.json,
         args.output.list_probes,
         EventStyle::Latency,

@@ -1,14 +1,13 @@
 //! VM packets whose path between the tap and the physical interface took at least --latency-us:
 //! one event per packet with the time of every stage it passed.
 use clap::Parser;
-use libnetprobe::cli::{parse_args, parse_duration, run_main, OutputArgs};
+use libnetprobe::cli::{parse_args, run_main, OutputArgs};
 use libnetprobe::output::latency::EventStyle;
 use libnetprobe::sets::latency::args::{
-    interfaces, run_details, vm_ip_filter, EngineArgs, LatencyFilterArgs,
+    interfaces, run_details, vm_ip_filter, DetailsArgs, EngineArgs, LatencyFilterArgs,
 };
 use libnetprobe::sets::latency::{Direction, LatencyOptions, Path};
 use libnetprobe::Result;
-use std::time::Duration;
 
 const TOOL: &str = "vm_network_latency_details";
 
@@ -29,15 +28,8 @@ struct Args {
     /// Direction, as the VM sees it
     #[arg(long, value_enum, default_value_t = Direction::Both)]
     direction: Direction,
-    /// Report packets whose whole path took at least this many microseconds
-    #[arg(long, default_value_t = 0, value_name = "US")]
-    latency_us: u64,
-    /// Stop after this many seconds (default: run until Ctrl-C)
-    #[arg(short = 'd', long, value_parser = parse_duration, value_name = "SECS")]
-    duration: Option<Duration>,
-    /// At most this many events per second (0: no limit); more are counted as rate-limited
-    #[arg(long, default_value_t = libnetprobe::kit::DEFAULT_MAX_EVENTS_PER_SEC, value_name = "N")]
-    max_events_per_sec: u64,
+    #[command(flatten)]
+    details: DetailsArgs,
     #[command(flatten)]
     filter: LatencyFilterArgs,
     #[command(flatten)]
@@ -61,14 +53,13 @@ fn run(mut args: Args) -> Result<()> {
         Some(&args.vm_interface),
     )?;
     let paths = args.direction.each().into_iter().map(Path::vm).collect();
-    let threshold = Duration::from_micros(args.latency_us);
-    let mut opts = LatencyOptions::details(paths, filter, ifaces, threshold);
-    opts.kit.max_events_per_sec = args.max_events_per_sec;
+    let mut opts = LatencyOptions::details(paths, filter, ifaces, args.details.threshold());
+    args.details.apply(&mut opts);
     args.engine.apply(&mut opts);
     run_details(
         TOOL,
         opts,
-        args.duration,
+        args.details.duration,
         args.output.json,
         args.output.list_probes,
         EventStyle::Latency,

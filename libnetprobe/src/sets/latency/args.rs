@@ -2,20 +2,12 @@
 use super::{Interfaces, LatencyOptions, LatencyProbe, LatencySet, Mode};
 use crate::cli::IntervalArgs;
 use crate::error::{Error, Result};
-use crate::filter::{Filter, FilterArgs, IpNet, L4Protocol};
+use crate::filter::{parse_port, Filter, FilterArgs, IpNet, L4Protocol};
 use crate::kernel::netns::Netns;
 use crate::kit::set::SetInfo;
 use crate::output::latency::{event_text, summary_text, EventStyle, SummaryStyle};
 use clap::Args;
 use std::time::Duration;
-
-fn parse_port(s: &str) -> std::result::Result<u16, String> {
-    match s.parse::<u32>() {
-        Ok(p) if p <= 65535 => Ok(p as u16),
-        Ok(p) => Err(format!("port {p} is out of range 0..=65535")),
-        Err(_) => Err(format!("'{s}' is not a port number")),
-    }
-}
 
 /// Packet filters of the latency tools, applied where a path starts.
 #[derive(Debug, Clone, Args)]
@@ -107,6 +99,32 @@ pub fn vm_ip_filter(
     }
     *slot = Some(ip);
     Ok(())
+}
+
+/// The flags of every details tool: threshold, run time, event rate.
+#[derive(Debug, Clone, Args)]
+pub struct DetailsArgs {
+    /// Report packets whose whole path took at least this many microseconds
+    #[arg(long, default_value_t = 0, value_name = "US")]
+    pub latency_us: u64,
+    /// Stop after this many seconds (default: run until Ctrl-C)
+    #[arg(short = 'd', long, value_parser = crate::cli::parse_duration, value_name = "SECS")]
+    pub duration: Option<Duration>,
+    /// At most this many events per second (0: no limit); more are counted as rate-limited
+    #[arg(long, default_value_t = crate::kit::DEFAULT_MAX_EVENTS_PER_SEC, value_name = "N")]
+    pub max_events_per_sec: u64,
+}
+
+impl DetailsArgs {
+    /// The `--latency-us` threshold.
+    pub fn threshold(&self) -> Duration {
+        Duration::from_micros(self.latency_us)
+    }
+
+    /// Writes the event rate into options.
+    pub fn apply(&self, o: &mut LatencyOptions) {
+        o.kit.max_events_per_sec = self.max_events_per_sec;
+    }
 }
 
 /// Splits `eth0,eth1` and resolves each name in `ns`.

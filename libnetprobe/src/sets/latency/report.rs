@@ -4,7 +4,7 @@ use crate::clock::WallClock;
 use crate::hist::Log2Hist;
 use crate::kernel::netns::IfNames;
 use crate::kit::BpfStats;
-use crate::sets::flow::FlowView;
+use crate::sets::flow::{cstr, tcp_flags, FlowView};
 use crate::skel::latency::types;
 use serde::Serialize;
 use std::time::SystemTime;
@@ -276,33 +276,6 @@ pub struct LatencyEvent {
     pub netns: u32,
     /// The stages the packet passed, in path order.
     pub stages: Vec<StageView>,
-}
-
-fn cstr(bytes: &[i8]) -> String {
-    let b: Vec<u8> = bytes
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
-    String::from_utf8_lossy(&b).into_owned()
-}
-
-fn tcp_flags(f: u8) -> String {
-    const NAMES: [(u8, char); 8] = [
-        (0x01, 'F'),
-        (0x02, 'S'),
-        (0x04, 'R'),
-        (0x08, 'P'),
-        (0x10, 'A'),
-        (0x20, 'U'),
-        (0x40, 'E'),
-        (0x80, 'C'),
-    ];
-    NAMES
-        .iter()
-        .filter(|(bit, _)| f & bit != 0)
-        .map(|(_, c)| *c)
-        .collect()
 }
 
 /// Decodes a details event of `path`.

@@ -84,20 +84,13 @@ struct {
 	__type(value, struct lat_scratch);
 } scratch SEC(".maps");
 
-/* net_dev_xmit may run after the skb is gone: start_xmit leaves its identity here. */
-struct lat_hint {
-	__u64 skb;
-	struct lat_key key;
-	__u32 role;
-	__u32 pad;
-};
-
+/* Transmits in progress on this CPU (net_dev_xmit may run after its skb is gone). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct lat_hint);
-} hint SEC(".maps");
+	__type(value, struct lat_sync);
+} sync SEC(".maps");
 
 static __always_inline struct lat_counters *lat_counters(void)
 {
@@ -141,8 +134,8 @@ static __always_inline void lat_hist_add(__u32 path, __u32 pair, __u64 ns)
 		h->max_ns = ns;
 }
 
-static __always_inline void lat_flow_add(struct lat_scratch *s, __u32 path, __u64 ns,
-					 struct np_stats *st)
+static __always_inline void lat_flow_add(struct lat_scratch *s, const struct lat_key *k,
+					 __u32 path, __u64 ns, struct np_stats *st)
 {
 	struct lat_flow_key fk = {};
 	struct lat_flow_value *v;
@@ -150,9 +143,9 @@ static __always_inline void lat_flow_add(struct lat_scratch *s, __u32 path, __u6
 
 	if (slot >= LAT_FLOW_SLOTS)
 		slot = LAT_FLOW_SLOTS - 1;
-	fk.flow = s->key.flow;
+	fk.flow = k->flow;
 	if (fk.flow.l4proto == NP_IPPROTO_ICMP || fk.flow.l4proto == NP_IPPROTO_ICMPV6)
-		fk.flow.sport = s->key.id >> 16;
+		fk.flow.sport = k->id >> 16;
 	fk.path = path;
 	v = bpf_map_lookup_elem(&flows, &fk);
 	if (!v) {
@@ -364,19 +357,23 @@ static __always_inline __u32 lat_key_hash(const struct lat_key *k)
 	return (__u32)h;
 }
 
-static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref ref,
-				     struct sk_buff *skb, struct net_device *dev, __u32 netns,
-				     __u64 now, __u32 qlen, struct np_stats *st, const int direct)
+/* Does the first stage track this packet (the flow filter, sampling)? */
+static __always_inline int lat_wants(struct lat_scratch *s, struct lat_stage_ref ref)
 {
-	struct lat_counters *c = lat_counters();
-	struct lat_state *ns = &s->state;
-	__u8 tcp_flags = ns->tcp_flags, icmp_type = ns->icmp_type;
+	if (ref.pos1 - 1 >= LAT_MAX_STAGES || !np_match_flow(&s->key.flow))
+		return 0;
+	return lat_cfg.sample <= 1 || lat_key_hash(&s->key) % lat_cfg.sample == 0;
+}
+
+/* A new packet's state in @ns (the scratch copy for the shared map, or a transmit slot's). */
+static __always_inline void lat_fill(struct lat_scratch *s, struct lat_state *ns,
+				     struct lat_stage_ref ref, struct sk_buff *skb,
+				     struct net_device *dev, __u32 netns, __u64 now, __u32 qlen,
+				     const int direct)
+{
+	__u8 tcp_flags = s->state.tcp_flags, icmp_type = s->state.icmp_type;
 	__u32 pos = ref.pos1 - 1;
 
-	if (pos >= LAT_MAX_STAGES || !np_match_flow(&s->key.flow))
-		return;
-	if (lat_cfg.sample > 1 && lat_key_hash(&s->key) % lat_cfg.sample)
-		return;
 	if (lat_cfg.meta)
 		__builtin_memset(ns, 0, sizeof(*ns));
 	ns->first_ns = now;
@@ -389,22 +386,127 @@ static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref
 	if (lat_cfg.meta) {
 		ns->pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(ns->comm, sizeof(ns->comm));
-	}
-	if (lat_cfg.meta) {
 		barrier_var(pos); /* keeps the mask: older verifiers lose the range check's bound */
 		lat_record(&ns->st[pos & (LAT_STAGE_SLOTS - 1)], skb, dev, now, qlen, 0, direct);
 	}
-	/* A packet already open (a retransmit, a loop) is reopened: the old copy never closed. */
-	if (bpf_map_update_elem(&packets, &s->key, ns, BPF_ANY)) {
-		np_map_full(st);
-		return;
-	}
+}
+
+static __always_inline void lat_started(void)
+{
+	struct lat_counters *c = lat_counters();
+
 	if (c)
 		c->started++;
 }
 
-static __always_inline void lat_close(void *ctx, struct lat_scratch *s, struct lat_state *ps,
-				      __u64 now, struct np_stats *st)
+static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref ref,
+				     struct sk_buff *skb, struct net_device *dev, __u32 netns,
+				     __u64 now, __u32 qlen, struct np_stats *st, const int direct)
+{
+	if (!lat_wants(s, ref))
+		return;
+	lat_fill(s, &s->state, ref, skb, dev, netns, now, qlen, direct);
+	/* A packet already open (a retransmit, a loop) is reopened: the old copy never closed. */
+	if (bpf_map_update_elem(&packets, &s->key, &s->state, BPF_ANY)) {
+		np_map_full(st);
+		return;
+	}
+	lat_started();
+}
+
+static __always_inline struct lat_sync *lat_sync_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&sync, &zero);
+}
+
+/*
+ * The transmit of @skb on @dev in progress on this CPU, newest first (a bridge transmits the
+ * same skb on its port inside its own transmit). @dev 0: any device (a classic net_dev_xmit
+ * tracepoint has none).
+ */
+static __always_inline struct lat_sync_slot *lat_sync_find(struct lat_sync *sy,
+							  struct sk_buff *skb,
+							  struct net_device *dev)
+{
+	__u32 next = sy->next;
+
+#pragma unroll
+	for (int i = 1; i <= LAT_SYNC_SLOTS; i++) {
+		__u32 idx = (next - i) & (LAT_SYNC_SLOTS - 1);
+		struct lat_sync_slot *sl;
+
+		barrier_var(idx);
+		sl = &sy->slot[idx & (LAT_SYNC_SLOTS - 1)];
+		if (sl->skb == (__u64)skb && (!dev || sl->dev == (__u64)dev))
+			return sl;
+	}
+	return 0;
+}
+
+/* A slot for a new transmit; one still taken never saw its net_dev_xmit. */
+static __always_inline struct lat_sync_slot *lat_sync_take(struct lat_sync *sy,
+							  struct sk_buff *skb,
+							  struct net_device *dev,
+							  const struct lat_key *k, __u32 role,
+							  __u8 in_map)
+{
+	__u32 idx = sy->next & (LAT_SYNC_SLOTS - 1);
+	struct lat_sync_slot *sl;
+
+	sy->next++;
+	barrier_var(idx);
+	sl = &sy->slot[idx & (LAT_SYNC_SLOTS - 1)];
+	if (sl->skb) {
+		struct lat_counters *c = lat_counters();
+
+		if (c)
+			c->stale_hint++;
+	}
+	sl->skb = (__u64)skb;
+	sl->dev = (__u64)dev;
+	sl->key = *k;
+	sl->role = role;
+	sl->in_map = in_map;
+	return sl;
+}
+
+/* Opens a packet that completes in this transmit call: its state stays in a per-CPU slot. */
+static __always_inline void lat_open_sync(struct lat_scratch *s, struct lat_sync *sy,
+					  struct lat_stage_ref ref, struct sk_buff *skb,
+					  struct net_device *dev, int role, __u32 netns, __u64 now,
+					  const int direct)
+{
+	struct lat_sync_slot *sl;
+
+	if (!lat_wants(s, ref))
+		return;
+	sl = lat_sync_take(sy, skb, dev, &s->key, role, 0);
+	lat_fill(s, &sl->state, ref, skb, dev, netns, now, 0, direct);
+	lat_started();
+}
+
+/* A device without a queueing discipline transmits in the caller's context (noqueue). */
+static __always_inline int lat_no_qdisc(struct net_device *dev, const int direct)
+{
+	struct netdev_queue *txq;
+	struct Qdisc *q;
+
+	if (!dev)
+		return 0;
+	txq = NP_RD(direct, dev->_tx, dev, _tx);
+	if (!txq)
+		return 0;
+	q = NP_RD(direct, txq->qdisc, txq, qdisc);
+	if (!q)
+		return 0;
+	return NP_RD(direct, q->enqueue, q, enqueue) == 0;
+}
+
+static __always_inline void lat_close(void *ctx, struct lat_scratch *s, const struct lat_key *k,
+				      struct lat_state *ps, __u64 now, struct np_stats *st,
+				      const int in_map)
 {
 	struct lat_counters *c = lat_counters();
 	__u64 total = now - ps->first_ns;
@@ -413,22 +515,31 @@ static __always_inline void lat_close(void *ctx, struct lat_scratch *s, struct l
 	if (lat_cfg.hists)
 		lat_hist_add(path, LAT_TOTAL_PAIR, total);
 	if (lat_cfg.flows)
-		lat_flow_add(s, path, total, st);
+		lat_flow_add(s, k, path, total, st);
 	if (lat_cfg.events && total >= lat_cfg.threshold_ns && np_rate_ok(st)) {
 		struct lat_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 		if (!e) {
 			np_lost_event(st);
 		} else {
-			e->key = s->key;
+			e->key = *k;
 			bpf_probe_read_kernel(&e->s, sizeof(e->s), ps);
 			e->total_ns = total;
 			np_submit(&events, e);
 		}
 	}
-	bpf_map_delete_elem(&packets, &s->key);
+	if (in_map)
+		bpf_map_delete_elem(&packets, k);
 	if (c)
 		c->completed++;
+}
+
+static __always_inline void lat_dropped(void)
+{
+	struct lat_counters *c = lat_counters();
+
+	if (c)
+		c->dropped++;
 }
 
 static __always_inline struct lat_stage_ref lat_ref(const int hook, int role)
@@ -440,37 +551,97 @@ static __always_inline struct lat_stage_ref lat_ref(const int hook, int role)
 	return ref;
 }
 
+/* A later stage of a packet whose state is in its transmit slot on this CPU. */
+static __always_inline void lat_sync_stage(void *ctx, struct lat_sync_slot *sl, struct sk_buff *skb,
+					   struct net_device *dev, const int hook, int rc,
+					   __u32 xmit_len, const int direct)
+{
+	struct lat_stage_ref ref = lat_ref(hook, sl->role);
+	struct lat_state *ps = &sl->state;
+	struct lat_scratch *s;
+	__u32 zero = 0, pos;
+	__u64 now;
+
+	if (hook == LAT_HOOK_DEV_XMIT)
+		sl->skb = 0; /* the transmit is over */
+	if (!ref.pos1 || ref.path != ps->path)
+		return;
+	if (ref.flags & LAT_DROP_ONLY) {
+		if (rc == 1) /* NET_XMIT_DROP */
+			lat_dropped();
+		return;
+	}
+	pos = ref.pos1 - 1;
+	if (pos <= ps->last_pos || pos >= LAT_MAX_STAGES)
+		return;
+	if (hook == LAT_HOOK_DEV_XMIT && rc) {
+		/* Without a qdisc nothing requeues: busy (0x10) and NET_XMIT_DROP both drop. */
+		if (rc == 1 || rc == 0x10) {
+			lat_dropped();
+			return;
+		}
+	}
+	now = bpf_ktime_get_ns();
+	if (lat_cfg.stage_hists)
+		lat_hist_add(ps->path, ps->last_pos * LAT_MAX_STAGES + pos, now - ps->last_ns);
+	barrier_var(pos);
+	if (lat_cfg.meta)
+		lat_record(&ps->st[pos & (LAT_STAGE_SLOTS - 1)], hook == LAT_HOOK_DEV_XMIT ? 0 : skb,
+			   dev, now, 0, xmit_len, direct);
+	ps->last_ns = now;
+	ps->last_pos = pos;
+	if (!(ref.flags & LAT_LAST))
+		return;
+	sl->skb = 0;
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (s)
+		lat_close(ctx, s, &sl->key, ps, now, np_stats(), 0);
+}
+
 /*
  * One stage event: @hook is a constant; @rc and @xmit_len are net_dev_xmit's return code and
  * skb length (else 0).
- * start_xmit also leaves the packet's identity for net_dev_xmit on this CPU, whose skb may
- * already be freed (veth hands it to the peer) and must not be read.
+ * net_dev_xmit must not read its skb (a veth has already handed it to the peer): the packet
+ * comes from its transmit slot on this CPU, which net_dev_queue (a packet kept in the slot) or
+ * start_xmit (only its identity) filled.
  */
 static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net_device *dev,
 				      const int hook, __u32 qlen, int rc, __u32 xmit_len,
 				      const int direct)
 {
+	struct lat_sync_slot *sl = 0;
+	struct lat_sync *sy = 0;
 	struct lat_stage_ref ref;
 	struct lat_scratch *s;
 	struct lat_state *ps;
 	struct np_stats *st;
-	struct lat_hint *h = 0;
 	__u32 zero = 0, netns = 0, pos;
 	int role, want_hint = 0;
 	__u64 now;
 
 	if (!skb)
 		return;
-	if (hook == LAT_HOOK_START_XMIT || hook == LAT_HOOK_DEV_XMIT) {
-		h = bpf_map_lookup_elem(&hint, &zero);
-		if (!h)
+	if (hook == LAT_HOOK_START_XMIT || hook == LAT_HOOK_DEV_XMIT ||
+	    (hook == LAT_HOOK_DEV_QUEUE && (lat_cfg.stage[hook][LAT_ROLE_ANY].flags |
+					    lat_cfg.stage[hook][LAT_ROLE_PHY].flags |
+					    lat_cfg.stage[hook][LAT_ROLE_INTERNAL].flags |
+					    lat_cfg.stage[hook][LAT_ROLE_VM].flags) & LAT_SYNC_TX)) {
+		sy = lat_sync_get();
+		if (!sy)
 			return;
 	}
+	if (hook == LAT_HOOK_START_XMIT || hook == LAT_HOOK_DEV_XMIT) {
+		sl = lat_sync_find(sy, skb, dev);
+		if (sl && !sl->in_map) {
+			lat_sync_stage(ctx, sl, skb, dev, hook, rc, xmit_len, direct);
+			return;
+		}
+	}
 	if (hook == LAT_HOOK_DEV_XMIT) {
-		if (h->skb != (__u64)skb)
+		if (!sl)
 			return;
 		/* The device was matched (and its namespace checked) at start_xmit. */
-		role = h->role;
+		role = sl->role;
 	} else {
 		role = lat_role_of(dev, direct);
 	}
@@ -491,8 +662,8 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 	if (!s)
 		return;
 	if (hook == LAT_HOOK_DEV_XMIT) {
-		h->skb = 0;
-		s->key = h->key;
+		sl->skb = 0;
+		s->key = sl->key;
 	} else {
 		s->state.tcp_flags = 0;
 		s->state.icmp_type = 0;
@@ -511,23 +682,16 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 				return;
 		}
 	}
-	if (want_hint) {
-		if (h->skb) {
-			/* The previous start_xmit on this CPU never saw its net_dev_xmit. */
-			struct lat_counters *c = lat_counters();
-
-			if (c)
-				c->stale_hint++;
-		}
-		h->skb = (__u64)skb;
-		h->key = s->key;
-		h->role = role;
-	}
+	if (want_hint && sy)
+		lat_sync_take(sy, skb, dev, &s->key, role, 1);
 	if (!ref.pos1)
 		return;
 	now = bpf_ktime_get_ns();
 	if (ref.flags & LAT_FIRST) {
-		lat_open(s, ref, skb, dev, netns, now, qlen, st, direct);
+		if ((ref.flags & LAT_SYNC_TX) && sy && lat_no_qdisc(dev, direct))
+			lat_open_sync(s, sy, ref, skb, dev, role, netns, now, direct);
+		else
+			lat_open(s, ref, skb, dev, netns, now, qlen, st, direct);
 		return;
 	}
 	ps = bpf_map_lookup_elem(&packets, &s->key);
@@ -539,11 +703,8 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 		return;
 	if (ref.flags & LAT_DROP_ONLY) {
 		if (rc == 1) { /* NET_XMIT_DROP */
-			struct lat_counters *c = lat_counters();
-
 			bpf_map_delete_elem(&packets, &s->key);
-			if (c)
-				c->dropped++;
+			lat_dropped();
 		}
 		return;
 	}
@@ -561,17 +722,14 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 	ps->last_ns = now;
 	ps->last_pos = pos;
 	if (hook == LAT_HOOK_DEV_XMIT && rc == 1) { /* NET_XMIT_DROP */
-		struct lat_counters *c = lat_counters();
-
 		bpf_map_delete_elem(&packets, &s->key);
-		if (c)
-			c->dropped++;
+		lat_dropped();
 		return;
 	}
 	if (ref.flags & LAT_LAST) {
 		__u32 path = ps->path;
 
-		lat_close(ctx, s, ps, now, st);
+		lat_close(ctx, s, &s->key, ps, now, st, 1);
 		if (hook == LAT_HOOK_TUN_READ && lat_cfg.stage[LAT_HOOK_VM_NOTIFY][LAT_ROLE_ANY].pos1) {
 			struct lat_unsignalled u = { .read_ns = now, .path = path, .pos = pos };
 			__u32 tid = (__u32)bpf_get_current_pid_tgid();

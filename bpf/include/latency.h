@@ -72,6 +72,13 @@ enum lat_stage_flags {
 	LAT_DROP_ONLY = 64, /* not a stage: a net_dev_xmit error here drops the packet (a full tap ring) */
 	LAT_IPV4 = 128,     /* an IPv4 function: skb->protocol may not be set yet (ip_send_skb, ip_output) */
 	LAT_OPEN_IF_NEW = 256, /* opens a packet no earlier stage opened (a function stage that missed it) */
+	/*
+	 * A net_dev_queue opener whose later stages all run in the same transmit call on this CPU
+	 * (start_xmit, net_dev_xmit of the same single device): on a device without a queueing
+	 * discipline the packet's state stays in a per-CPU slot, keyed by skb and device, and no
+	 * shared map is touched.
+	 */
+	LAT_SYNC_TX = 512,
 };
 
 /* The stage a hook on a device of some role is: 0 in `pos1` when it is none. */
@@ -167,10 +174,34 @@ struct lat_unsignalled {
 	__u32 pos;
 };
 
+/* Transmits in progress on one CPU (nested: a bridge's transmit holds its port's). */
+#define LAT_SYNC_SLOTS 4
+
+/*
+ * A packet between net_dev_queue / start_xmit and net_dev_xmit on this CPU: its state (a
+ * packet on a device without a qdisc), or only its identity, for net_dev_xmit, whose skb may
+ * already be gone (its state is then in the shared map).
+ */
+struct lat_sync_slot {
+	__u64 skb;    /* 0: free */
+	__u64 dev;
+	struct lat_key key;
+	__u32 role;
+	__u8 in_map;  /* the state is in `packets` */
+	__u8 pad[3];
+	struct lat_state state;
+};
+
+struct lat_sync {
+	__u32 next;
+	__u32 pad;
+	struct lat_sync_slot slot[LAT_SYNC_SLOTS];
+};
+
 /* Packet counters of the engine, per CPU. */
 struct lat_counters {
 	__u64 started;   /* first stage opened a packet */
 	__u64 completed; /* last stage closed one */
 	__u64 dropped;   /* closed by net_dev_xmit with an error */
-	__u64 stale_hint; /* a start_xmit whose net_dev_xmit never came on its CPU */
+	__u64 stale_hint; /* a transmit slot reused before its net_dev_xmit came on its CPU */
 };

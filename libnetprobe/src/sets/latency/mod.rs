@@ -394,7 +394,7 @@ impl LatencyProbe {
             ro.np_filter.ifindex = 0;
             kit_cfg.write(&mut ro.np_kit);
             let cfg = &mut ro.lat_cfg;
-            write_stage_table(cfg, &paths)?;
+            write_stage_table(cfg, &paths, &opts.interfaces)?;
             for role in [Role::Phy, Role::Internal, Role::Vm] {
                 for (slot, (idx, _)) in cfg.role_ifindex[role.bpf()]
                     .iter_mut()
@@ -639,7 +639,25 @@ impl LatencyProbe {
     }
 }
 
-fn write_stage_table(cfg: &mut types::lat_config, paths: &[Path]) -> Result<()> {
+/// Is the stage at `pos` a net_dev_queue opener whose later stages all run inside the same
+/// transmit call, on one device? Its packets then never leave a per-CPU slot (when the device
+/// has no qdisc; the engine checks that per packet).
+fn sync_tx_opener(p: &Path, pos: usize, interfaces: &Interfaces) -> bool {
+    let s = &p.stages[pos];
+    s.hook == Hook::DevQueue
+        && s.role != Role::Any
+        && interfaces.of(s.role).len() == 1
+        && p.stages[pos + 1..].iter().all(|t| {
+            t.role == s.role
+                && matches!(t.hook, Hook::QdiscDequeue | Hook::StartXmit | Hook::DevXmit)
+        })
+}
+
+fn write_stage_table(
+    cfg: &mut types::lat_config,
+    paths: &[Path],
+    interfaces: &Interfaces,
+) -> Result<()> {
     use types::lat_stage_flags as F;
     for (pi, p) in paths.iter().enumerate() {
         if p.stages.len() > MAX_STAGES {
@@ -661,6 +679,9 @@ fn write_stage_table(cfg: &mut types::lat_config, paths: &[Path]) -> Result<()> 
             let mut flags = 0u32;
             if openers[pos] {
                 flags |= F::LAT_FIRST.0;
+                if sync_tx_opener(p, pos, interfaces) {
+                    flags |= F::LAT_SYNC_TX.0;
+                }
             }
             if s.from_sock() {
                 flags |= F::LAT_FROM_SOCK.0;

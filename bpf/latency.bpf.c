@@ -59,6 +59,22 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
+/* Per CPU, per generation parity: the flow of the last packets closed on this CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct lat_flow_acc);
+} flow_acc SEC(".maps");
+
+/* Packets through a qdisc, by skb, for net_dev_xmit (when start_xmit is not attached). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u64);
+	__type(value, struct lat_xmit_id);
+} xmit_ids SEC(".maps");
+
 /* Per reader thread: its oldest read not yet followed by an interrupt to the VM. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -73,7 +89,6 @@ __u64 lat_gen = 0;
 struct lat_scratch {
 	struct lat_key key;
 	struct lat_state state;
-	struct lat_flow_value fv;
 	__u8 buf[96];
 };
 
@@ -134,39 +149,81 @@ static __always_inline void lat_hist_add(__u32 path, __u32 pair, __u64 ns)
 		h->max_ns = ns;
 }
 
-static __always_inline void lat_flow_add(struct lat_scratch *s, const struct lat_key *k,
-					 __u32 path, __u64 ns, struct np_stats *st)
+/* Adds a CPU's run of one flow into the shared per-flow totals. */
+static __always_inline void lat_flow_flush(struct lat_flow_acc *a, struct np_stats *st)
 {
-	struct lat_flow_key fk = {};
-	struct lat_flow_value *v;
-	__u32 slot = lat_slot(ns);
+	struct lat_flow_value *v = bpf_map_lookup_elem(&flows, &a->key);
 
-	if (slot >= LAT_FLOW_SLOTS)
-		slot = LAT_FLOW_SLOTS - 1;
+	if (!v) {
+		if (!bpf_map_update_elem(&flows, &a->key, &a->v, BPF_NOEXIST))
+			return;
+		v = bpf_map_lookup_elem(&flows, &a->key);
+		if (!v) {
+			np_map_full(st);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&v->count, a->v.count);
+	__sync_fetch_and_add(&v->sum_ns, a->v.sum_ns);
+#pragma unroll
+	for (int i = 0; i < LAT_FLOW_SLOTS; i++)
+		if (a->v.slots[i])
+			__sync_fetch_and_add(&v->slots[i], a->v.slots[i]);
+	if (a->v.min_ns < v->min_ns)
+		v->min_ns = a->v.min_ns;
+	if (a->v.max_ns > v->max_ns)
+		v->max_ns = a->v.max_ns;
+}
+
+static __always_inline int lat_flow_key_eq(const struct lat_flow_key *a,
+					   const struct lat_flow_key *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+
+#pragma unroll
+	for (int i = 0; i < sizeof(*a) / 4; i++)
+		if (x[i] != y[i])
+			return 0;
+	return 1;
+}
+
+/*
+ * A closed packet into its flow's totals: counted in this CPU's accumulator while the flow
+ * repeats (no shared map, no atomics), flushed to `flows` when another flow comes.
+ */
+static __always_inline void lat_flow_add(const struct lat_key *k, __u32 path, __u64 ns,
+					 struct np_stats *st)
+{
+	__u32 idx = (__u32)(lat_gen & 1), slot = lat_slot(ns);
+	struct lat_flow_key fk;
+	struct lat_flow_acc *a;
+
+	__builtin_memset(&fk, 0, sizeof(fk));
 	fk.flow = k->flow;
 	if (fk.flow.l4proto == NP_IPPROTO_ICMP || fk.flow.l4proto == NP_IPPROTO_ICMPV6)
 		fk.flow.sport = k->id >> 16;
 	fk.path = path;
-	v = bpf_map_lookup_elem(&flows, &fk);
-	if (!v) {
-		__builtin_memset(&s->fv, 0, sizeof(s->fv));
-		s->fv.min_ns = ns;
-		if (bpf_map_update_elem(&flows, &fk, &s->fv, BPF_NOEXIST) && !bpf_map_lookup_elem(&flows, &fk)) {
-			np_map_full(st);
-			return;
-		}
-		v = bpf_map_lookup_elem(&flows, &fk);
-		if (!v)
-			return;
+	a = bpf_map_lookup_elem(&flow_acc, &idx);
+	if (!a)
+		return;
+	if (!a->valid || !lat_flow_key_eq(&a->key, &fk)) {
+		if (a->valid)
+			lat_flow_flush(a, st);
+		a->key = fk;
+		a->valid = 1;
+		__builtin_memset(&a->v, 0, sizeof(a->v));
+		a->v.min_ns = ns;
 	}
-	__sync_fetch_and_add(&v->count, 1);
-	__sync_fetch_and_add(&v->sum_ns, ns);
+	if (slot >= LAT_FLOW_SLOTS)
+		slot = LAT_FLOW_SLOTS - 1;
+	a->v.count++;
+	a->v.sum_ns += ns;
 	barrier_var(slot);
-	__sync_fetch_and_add(&v->slots[slot & (LAT_FLOW_SLOTS - 1)], 1);
-	if (ns < v->min_ns)
-		v->min_ns = ns;
-	if (ns > v->max_ns)
-		v->max_ns = ns;
+	a->v.slots[slot & (LAT_FLOW_SLOTS - 1)]++;
+	if (ns < a->v.min_ns)
+		a->v.min_ns = ns;
+	if (ns > a->v.max_ns)
+		a->v.max_ns = ns;
 }
 
 /*
@@ -205,6 +262,114 @@ static __always_inline int lat_key_of_tcp_sock(struct sk_buff *skb, struct lat_s
 	return 1;
 }
 
+/* The L4 part of a packet's identity from plain loads at @l4 (see lat_key_of). */
+static __always_inline int lat_key_l4_btf(struct lat_scratch *s, unsigned char *l4, __u8 l4proto,
+					  __u16 proto)
+{
+	struct lat_key *k = &s->key;
+
+	if (l4proto == NP_IPPROTO_TCP) {
+		struct tcphdr *th = bpf_rdonly_cast(l4, bpf_core_type_id_kernel(struct tcphdr));
+
+		k->flow.sport = bpf_ntohs(th->source);
+		k->flow.dport = bpf_ntohs(th->dest);
+		k->id = bpf_ntohl(th->seq);
+		k->id2 = bpf_ntohl(th->ack_seq);
+		s->state.tcp_flags = ((__u8 *)th)[13];
+	} else if (l4proto == NP_IPPROTO_UDP) {
+		struct udphdr *uh = bpf_rdonly_cast(l4, bpf_core_type_id_kernel(struct udphdr));
+
+		k->flow.sport = bpf_ntohs(uh->source);
+		k->flow.dport = bpf_ntohs(uh->dest);
+		if (proto == NP_ETH_P_IPV6)
+			k->id = ((__u32)bpf_ntohs(uh->len) << 16) | bpf_ntohs(uh->check);
+	} else if (l4proto == NP_IPPROTO_ICMP || l4proto == NP_IPPROTO_ICMPV6) {
+		struct icmphdr *ih = bpf_rdonly_cast(l4, bpf_core_type_id_kernel(struct icmphdr));
+		__u8 type = ih->type;
+
+		s->state.icmp_type = type;
+		k->id = ((__u32)bpf_ntohs(ih->un.echo.id) << 16) | bpf_ntohs(ih->un.echo.sequence);
+		if (lat_cfg.icmp_rtt) {
+			if (type == 0 || type == 129) {
+				__u8 tmp[16];
+
+				__builtin_memcpy(tmp, k->flow.saddr, 16);
+				__builtin_memcpy(k->flow.saddr, k->flow.daddr, 16);
+				__builtin_memcpy(k->flow.daddr, tmp, 16);
+			} else if (type != 8 && type != 128) {
+				return 0;
+			}
+		}
+	}
+	return 1;
+}
+
+/*
+ * lat_key_of with plain fault-safe loads through bpf_rdonly_cast (6.2+; BTF pointers only):
+ * no bpf_probe_read_kernel call. -1: the kernel has no bpf_rdonly_cast, use lat_key_of.
+ */
+static __always_inline int lat_key_of_btf(struct sk_buff *skb, struct lat_scratch *s,
+					  const int from_data, const int ipv4)
+{
+	struct lat_key *k = &s->key;
+	__u16 proto = ipv4 ? NP_ETH_P_IP : bpf_ntohs(skb->protocol);
+	unsigned char *base;
+	__u8 l4proto;
+
+	if (!bpf_ksym_exists(bpf_rdonly_cast))
+		return -1;
+	__builtin_memset(k, 0, sizeof(*k));
+	if (from_data) {
+		base = skb->data;
+		if (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD) {
+			struct vlan_hdr *vh =
+				bpf_rdonly_cast(base, bpf_core_type_id_kernel(struct vlan_hdr));
+
+			proto = bpf_ntohs(vh->h_vlan_encapsulated_proto);
+			base += 4;
+		}
+	} else {
+		base = skb->head + skb->network_header;
+	}
+	k->flow.ethertype = proto;
+	if (proto == NP_ETH_P_IP) {
+		struct iphdr *ip = bpf_rdonly_cast(base, bpf_core_type_id_kernel(struct iphdr));
+		__u8 vihl = *(__u8 *)ip;
+		__u16 frag = bpf_ntohs(ip->frag_off) & 0x3fff;
+		__u32 saddr = ip->saddr, daddr = ip->daddr;
+
+		if ((vihl >> 4) != 4 || (vihl & 0x0f) < 5)
+			return 0;
+		l4proto = ip->protocol;
+		k->flow.l3 = NP_L3_IPV4;
+		k->flow.l4proto = l4proto;
+		__builtin_memcpy(k->flow.saddr, &saddr, 4);
+		__builtin_memcpy(k->flow.daddr, &daddr, 4);
+		k->id = ((__u32)bpf_ntohs(ip->id) << 16) | frag;
+		/* Fragments after the first: the IP id and offset are the identity. */
+		if (frag & 0x1fff)
+			return 1;
+		return lat_key_l4_btf(s, base + (vihl & 0x0f) * 4, l4proto, proto);
+	}
+	if (proto == NP_ETH_P_IPV6) {
+		struct ipv6hdr *ip6 = bpf_rdonly_cast(base, bpf_core_type_id_kernel(struct ipv6hdr));
+		__u32 *sa = (__u32 *)k->flow.saddr, *da = (__u32 *)k->flow.daddr;
+
+		if ((*(__u8 *)ip6 >> 4) != 6)
+			return 0;
+		l4proto = ip6->nexthdr;
+		k->flow.l3 = NP_L3_IPV6;
+		k->flow.l4proto = l4proto;
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			sa[i] = ip6->saddr.in6_u.u6_addr32[i];
+			da[i] = ip6->daddr.in6_u.u6_addr32[i];
+		}
+		return lat_key_l4_btf(s, base + 40, l4proto, proto);
+	}
+	return 0;
+}
+
 static __always_inline int lat_key_of(struct sk_buff *skb, struct lat_scratch *s,
 				      const int from_data, const int ipv4, const int direct)
 {
@@ -214,6 +379,12 @@ static __always_inline int lat_key_of(struct sk_buff *skb, struct lat_scratch *s
 	__u8 *b = s->buf, *l4;
 	__u8 ihl, l4proto;
 
+	if (direct) {
+		int r = lat_key_of_btf(skb, s, from_data, ipv4);
+
+		if (r >= 0)
+			return r;
+	}
 	__builtin_memset(k, 0, sizeof(*k));
 	if (from_data) {
 		base = NP_RD(direct, skb->data, skb, data);
@@ -399,19 +570,29 @@ static __always_inline void lat_started(void)
 		c->started++;
 }
 
-static __always_inline void lat_open(struct lat_scratch *s, struct lat_stage_ref ref,
-				     struct sk_buff *skb, struct net_device *dev, __u32 netns,
-				     __u64 now, __u32 qlen, struct np_stats *st, const int direct)
+static __always_inline int lat_open(struct lat_scratch *s, struct lat_stage_ref ref,
+				    struct sk_buff *skb, struct net_device *dev, __u32 netns,
+				    __u64 now, __u32 qlen, struct np_stats *st, const int direct)
 {
 	if (!lat_wants(s, ref))
-		return;
+		return 0;
 	lat_fill(s, &s->state, ref, skb, dev, netns, now, qlen, direct);
 	/* A packet already open (a retransmit, a loop) is reopened: the old copy never closed. */
 	if (bpf_map_update_elem(&packets, &s->key, &s->state, BPF_ANY)) {
 		np_map_full(st);
-		return;
+		return 0;
 	}
 	lat_started();
+	return 1;
+}
+
+/* net_dev_queue of a packet in the shared map: net_dev_xmit will know it by its skb. */
+static __always_inline void lat_xmit_id_put(struct sk_buff *skb, const struct lat_key *k, int role)
+{
+	struct lat_xmit_id id = { .key = *k, .role = role };
+	__u64 addr = (__u64)skb;
+
+	bpf_map_update_elem(&xmit_ids, &addr, &id, BPF_ANY);
 }
 
 static __always_inline struct lat_sync *lat_sync_get(void)
@@ -504,9 +685,8 @@ static __always_inline int lat_no_qdisc(struct net_device *dev, const int direct
 	return NP_RD(direct, q->enqueue, q, enqueue) == 0;
 }
 
-static __always_inline void lat_close(void *ctx, struct lat_scratch *s, const struct lat_key *k,
-				      struct lat_state *ps, __u64 now, struct np_stats *st,
-				      const int in_map)
+static __always_inline void lat_close(const struct lat_key *k, struct lat_state *ps, __u64 now,
+				      struct np_stats *st, const int in_map)
 {
 	struct lat_counters *c = lat_counters();
 	__u64 total = now - ps->first_ns;
@@ -515,7 +695,7 @@ static __always_inline void lat_close(void *ctx, struct lat_scratch *s, const st
 	if (lat_cfg.hists)
 		lat_hist_add(path, LAT_TOTAL_PAIR, total);
 	if (lat_cfg.flows)
-		lat_flow_add(s, k, path, total, st);
+		lat_flow_add(k, path, total, st);
 	if (lat_cfg.events && total >= lat_cfg.threshold_ns && np_rate_ok(st)) {
 		struct lat_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
@@ -552,14 +732,13 @@ static __always_inline struct lat_stage_ref lat_ref(const int hook, int role)
 }
 
 /* A later stage of a packet whose state is in its transmit slot on this CPU. */
-static __always_inline void lat_sync_stage(void *ctx, struct lat_sync_slot *sl, struct sk_buff *skb,
+static __always_inline void lat_sync_stage(struct lat_sync_slot *sl, struct sk_buff *skb,
 					   struct net_device *dev, const int hook, int rc,
 					   __u32 xmit_len, const int direct)
 {
 	struct lat_stage_ref ref = lat_ref(hook, sl->role);
 	struct lat_state *ps = &sl->state;
-	struct lat_scratch *s;
-	__u32 zero = 0, pos;
+	__u32 pos;
 	__u64 now;
 
 	if (hook == LAT_HOOK_DEV_XMIT)
@@ -593,9 +772,7 @@ static __always_inline void lat_sync_stage(void *ctx, struct lat_sync_slot *sl, 
 	if (!(ref.flags & LAT_LAST))
 		return;
 	sl->skb = 0;
-	s = bpf_map_lookup_elem(&scratch, &zero);
-	if (s)
-		lat_close(ctx, s, &sl->key, ps, now, np_stats(), 0);
+	lat_close(&sl->key, ps, now, np_stats(), 0);
 }
 
 /*
@@ -610,7 +787,9 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 				      const int direct)
 {
 	struct lat_sync_slot *sl = 0;
+	struct lat_xmit_id *xid = 0;
 	struct lat_sync *sy = 0;
+	__u64 addr = (__u64)skb;
 	struct lat_stage_ref ref;
 	struct lat_scratch *s;
 	struct lat_state *ps;
@@ -633,15 +812,23 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 	if (hook == LAT_HOOK_START_XMIT || hook == LAT_HOOK_DEV_XMIT) {
 		sl = lat_sync_find(sy, skb, dev);
 		if (sl && !sl->in_map) {
-			lat_sync_stage(ctx, sl, skb, dev, hook, rc, xmit_len, direct);
+			lat_sync_stage(sl, skb, dev, hook, rc, xmit_len, direct);
 			return;
 		}
 	}
 	if (hook == LAT_HOOK_DEV_XMIT) {
-		if (!sl)
-			return;
-		/* The device was matched (and its namespace checked) at start_xmit. */
-		role = sl->role;
+		/* The device was matched (and its namespace checked) at start_xmit / net_dev_queue. */
+		if (sl) {
+			role = sl->role;
+		} else {
+			if (!lat_cfg.xmit_by_skb)
+				return;
+			xid = bpf_map_lookup_elem(&xmit_ids, &addr);
+			if (!xid)
+				return;
+			/* The same skb on another device (a bridge's port) is not this stage. */
+			role = dev ? lat_role_of(dev, direct) : xid->role;
+		}
 	} else {
 		role = lat_role_of(dev, direct);
 	}
@@ -662,8 +849,13 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 	if (!s)
 		return;
 	if (hook == LAT_HOOK_DEV_XMIT) {
-		sl->skb = 0;
-		s->key = sl->key;
+		if (sl) {
+			sl->skb = 0;
+			s->key = sl->key;
+		} else {
+			s->key = xid->key;
+			bpf_map_delete_elem(&xmit_ids, &addr);
+		}
 	} else {
 		s->state.tcp_flags = 0;
 		s->state.icmp_type = 0;
@@ -690,13 +882,16 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 	if (ref.flags & LAT_FIRST) {
 		if ((ref.flags & LAT_SYNC_TX) && sy && lat_no_qdisc(dev, direct))
 			lat_open_sync(s, sy, ref, skb, dev, role, netns, now, direct);
-		else
-			lat_open(s, ref, skb, dev, netns, now, qlen, st, direct);
+		else if (lat_open(s, ref, skb, dev, netns, now, qlen, st, direct) &&
+			 hook == LAT_HOOK_DEV_QUEUE && lat_cfg.xmit_by_skb)
+			lat_xmit_id_put(skb, &s->key, role);
 		return;
 	}
 	ps = bpf_map_lookup_elem(&packets, &s->key);
 	if (!ps && (ref.flags & LAT_OPEN_IF_NEW)) {
-		lat_open(s, ref, skb, dev, netns, now, qlen, st, direct);
+		if (lat_open(s, ref, skb, dev, netns, now, qlen, st, direct) &&
+		    hook == LAT_HOOK_DEV_QUEUE && lat_cfg.xmit_by_skb)
+			lat_xmit_id_put(skb, &s->key, role);
 		return;
 	}
 	if (!ps || ps->path != ref.path)
@@ -721,6 +916,8 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 			   dev, now, qlen, xmit_len, direct);
 	ps->last_ns = now;
 	ps->last_pos = pos;
+	if (hook == LAT_HOOK_DEV_QUEUE && lat_cfg.xmit_by_skb)
+		lat_xmit_id_put(skb, &s->key, role);
 	if (hook == LAT_HOOK_DEV_XMIT && rc == 1) { /* NET_XMIT_DROP */
 		bpf_map_delete_elem(&packets, &s->key);
 		lat_dropped();
@@ -729,7 +926,7 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 	if (ref.flags & LAT_LAST) {
 		__u32 path = ps->path;
 
-		lat_close(ctx, s, &s->key, ps, now, st, 1);
+		lat_close(&s->key, ps, now, st, 1);
 		if (hook == LAT_HOOK_TUN_READ && lat_cfg.stage[LAT_HOOK_VM_NOTIFY][LAT_ROLE_ANY].pos1) {
 			struct lat_unsignalled u = { .read_ns = now, .path = path, .pos = pos };
 			__u32 tid = (__u32)bpf_get_current_pid_tgid();
@@ -929,7 +1126,7 @@ int lat_sxmit_tp(struct trace_event_raw_net_dev_start_xmit *args)
 SEC("tracepoint/net/net_dev_xmit")
 int lat_xmit_tp(struct trace_event_raw_net_dev_xmit *args)
 {
-	/* The skb may be gone: its identity and device role come from start_xmit's hint. */
+	/* The skb may be gone: its identity and device role come from its transmit slot. */
 	lat_stage(args, args->skbaddr, 0, LAT_HOOK_DEV_XMIT, 0, args->rc, args->len, 0);
 	return 0;
 }
@@ -986,3 +1183,4 @@ struct lat_flow_value lat_flow_value_type = {};
 struct lat_hist lat_hist_type = {};
 struct lat_counters lat_counters_type = {};
 struct lat_state lat_state_type = {};
+struct lat_flow_acc lat_flow_acc_type = {};

@@ -125,13 +125,17 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
         SYS_SUMMARY,
         &[&tx[..], &["--stage-latency", "-i", "600"]].concat(),
     );
+    // The total alone: net_dev_xmit knows the queued packets by skb (no start_xmit program).
+    let total_only = start(SYS_SUMMARY, &[&tx[..], &["-i", "600"]].concat());
     let qdisc = start(QDISC, &["--dev", "va"]);
     let metrics = start(SYS_METRICS, &tx);
-    send_udp(&lab.a, None, SocketAddrV4::new(lab.b_ip, 7301), K, PAYLOAD);
     let frame_len = (14 + 20 + 8 + PAYLOAD) as f64;
     let expect = tbf_departures(K, frame_len, RATE as f64, f64::from(BURST));
     let last_departure = expect[K - 1];
-    std::thread::sleep(Duration::from_secs_f64(last_departure + 0.3));
+    quiet(|| {
+        send_udp(&lab.a, None, SocketAddrV4::new(lab.b_ip, 7301), K, PAYLOAD);
+        std::thread::sleep(Duration::from_secs_f64(last_departure + 0.3));
+    });
 
     let out = details.stop(Signal::SIGINT);
     assert!(out.status.success(), "{:?}", out.stderr);
@@ -172,7 +176,7 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     // bucket when packet 0 arrives; packet i, enqueued when phy_queue saw it, leaves at its
     // computed departure after that: its expected sojourn. A shaper can be late (timer and
     // softirq latency; a TCG guest's timers fire milliseconds late and the delay carries over to
-    // the packets behind), hardly early: per packet at most 2 ms early and 5 ms + 15 % late, in
+    // the packets behind), hardly early: per packet at most 2 ms early and 10 ms + 15 % late, in
     // sum between 10 % under and 25 % over.
     let expect: Vec<f64> = expect
         .iter()
@@ -187,7 +191,7 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     );
     for (i, (got, want)) in sojourns.iter().zip(&expect).enumerate() {
         assert!(
-            *got > want - 0.002 && *got < want * 1.15 + 0.005,
+            *got > want - 0.002 && *got < want * 1.15 + 0.010,
             "packet {i}: sojourn {got:.5} s, expected {want:.5} s"
         );
         // Where the shaper held a packet for long, that is most of its whole path.
@@ -231,6 +235,24 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     assert_eq!(flows.len(), 1, "{flows:#?}");
     assert_eq!(flows[0]["count"], K as u64);
     assert_eq!(flows[0]["dst_port"], 7301);
+
+    let out = total_only.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let r = last_report(&out);
+    assert_eq!(r["started"], K as u64, "{r:#}");
+    assert_eq!(r["completed"], K as u64, "{r:#}");
+    assert_eq!(r["evicted"], 0, "{r:#}");
+    let total = hist(&r, "system_tx", "total", "");
+    assert_eq!(total["count"], K as u64, "{total:#}");
+    let longest = totals.iter().cloned().fold(0.0, f64::max) * 1e9;
+    let max_ns = total["max"].as_u64().unwrap() as f64;
+    assert!(
+        (max_ns - longest).abs() < 0.02 * longest,
+        "{total:#} vs {longest}"
+    );
+    let flows = r["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 1, "{flows:#?}");
+    assert_eq!(flows[0]["count"], K as u64);
 
     let out = qdisc.stop(Signal::SIGINT);
     assert!(out.status.success(), "{:?}", out.stderr);
@@ -313,18 +335,20 @@ fn a_stopped_tap_reader_is_the_ring_stage_and_the_threshold_takes_only_slow_pack
     const FAST: usize = 10;
     const SLOW: usize = 7;
     const STOPPED: Duration = Duration::from_millis(400);
-    send_udp(&vl.lab.a, None, dst, FAST, 200);
-    wait_until("the fast packets read", WAIT, || {
-        vl.vm.udp_frames_to(port) == FAST as u64
+    quiet(|| {
+        send_udp(&vl.lab.a, None, dst, FAST, 200);
+        wait_until("the fast packets read", WAIT, || {
+            vl.vm.udp_frames_to(port) == FAST as u64
+        });
+        vl.vm.pause();
+        send_udp(&vl.lab.a, None, dst, SLOW, 200);
+        std::thread::sleep(STOPPED);
+        vl.vm.resume();
+        wait_until("the slow packets read", WAIT, || {
+            vl.vm.udp_frames_to(port) == (FAST + SLOW) as u64
+        });
+        std::thread::sleep(Duration::from_millis(100));
     });
-    vl.vm.pause();
-    send_udp(&vl.lab.a, None, dst, SLOW, 200);
-    std::thread::sleep(STOPPED);
-    vl.vm.resume();
-    wait_until("the slow packets read", WAIT, || {
-        vl.vm.udp_frames_to(port) == (FAST + SLOW) as u64
-    });
-    std::thread::sleep(Duration::from_millis(100));
 
     let out = slow.stop(Signal::SIGINT);
     assert!(out.status.success(), "{:?}", out.stderr);
@@ -417,25 +441,28 @@ fn a_full_tap_ring_counts_as_dropped() {
     );
     let ring = u64::from(netprobe_lab::latency::TAP_TXQUEUELEN);
     const EXTRA: u64 = 100;
-    vl.vm.pause();
-    // In batches: the veth's backlog (netdev_max_backlog) must not drop any on the way.
-    for _ in 0..(ring + EXTRA) / 50 {
-        send_udp(&vl.lab.a, None, SocketAddrV4::new(vl.vm_ip, 7307), 50, 64);
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    wait_until("the tap's ring full and dropping", WAIT, || {
-        read_stat(&vl.lab.b, vl.tap, "tx_dropped") >= EXTRA
+    let (read, sent) = quiet(|| {
+        vl.vm.pause();
+        // In batches: the veth's backlog (netdev_max_backlog) must not drop any on the way.
+        for _ in 0..(ring + EXTRA) / 50 {
+            send_udp(&vl.lab.a, None, SocketAddrV4::new(vl.vm_ip, 7307), 50, 64);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        wait_until("the tap's ring full and dropping", WAIT, || {
+            read_stat(&vl.lab.b, vl.tap, "tx_dropped") >= EXTRA
+        });
+        vl.vm.resume();
+        let t0 = std::time::Instant::now();
+        while vl.vm.udp_frames_to(7307) < ring && t0.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The ring may hold a frame or two that are not ours (an ARP from the bridge).
+        let read = vl.vm.udp_frames_to(7307);
+        let sent = ring + EXTRA;
+        assert!(read <= ring && read + 5 >= ring, "read {read}");
+        std::thread::sleep(Duration::from_millis(100));
+        (read, sent)
     });
-    vl.vm.resume();
-    let t0 = std::time::Instant::now();
-    while vl.vm.udp_frames_to(7307) < ring && t0.elapsed() < Duration::from_secs(3) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The ring may hold a frame or two that are not ours (an ARP from the bridge).
-    let read = vl.vm.udp_frames_to(7307);
-    let sent = ring + EXTRA;
-    assert!(read <= ring && read + 5 >= ring, "read {read}");
-    std::thread::sleep(Duration::from_millis(100));
     let out = tool.stop(Signal::SIGINT);
     assert!(out.status.success(), "{:?}", out.stderr);
     let r = last_report(&out);
@@ -476,18 +503,20 @@ fn the_vm_interrupt_after_a_tap_read_is_the_vm_notified_stage() {
         ],
     );
     let dst = SocketAddrV4::new(vl.vm_ip, 7308);
-    send_udp(&vl.lab.a, None, dst, 10, 64);
-    wait_until("read", WAIT, || vl.vm.udp_frames_to(7308) == 10);
-    // 20 more wait for the stopped reader, which then reads them in one batch and signals
-    // the VM once.
-    vl.vm.pause();
-    let before = vl.vm.notifications();
-    send_udp(&vl.lab.a, None, dst, 20, 64);
-    std::thread::sleep(Duration::from_millis(100));
-    vl.vm.resume();
-    wait_until("read", WAIT, || vl.vm.udp_frames_to(7308) == 30);
-    std::thread::sleep(Duration::from_millis(100));
-    let signals = vl.vm.notifications();
+    let (before, signals) = quiet(|| {
+        send_udp(&vl.lab.a, None, dst, 10, 64);
+        wait_until("read", WAIT, || vl.vm.udp_frames_to(7308) == 10);
+        // 20 more wait for the stopped reader, which then reads them in one batch and signals
+        // the VM once.
+        vl.vm.pause();
+        let before = vl.vm.notifications();
+        send_udp(&vl.lab.a, None, dst, 20, 64);
+        std::thread::sleep(Duration::from_millis(100));
+        vl.vm.resume();
+        wait_until("read", WAIT, || vl.vm.udp_frames_to(7308) == 30);
+        std::thread::sleep(Duration::from_millis(100));
+        (before, vl.vm.notifications())
+    });
     assert_eq!(signals - before, 1, "one batch, one interrupt");
     let out = tool.stop(Signal::SIGINT);
     assert!(out.status.success(), "{:?}", out.stderr);
@@ -793,6 +822,77 @@ fn every_stage_of_the_plan_fires() {
     }
 }
 
+/// Per-flow totals of every interval of a summary run, by destination port.
+fn flow_counts_by_dst_port(out: &ToolOutput) -> std::collections::BTreeMap<u64, u64> {
+    let mut by_port = std::collections::BTreeMap::new();
+    for r in out.json().into_iter().filter(|v| v["type"] == "interval") {
+        for f in r["flows"].as_array().unwrap() {
+            *by_port.entry(f["dst_port"].as_u64().unwrap()).or_default() +=
+                f["count"].as_u64().unwrap();
+        }
+    }
+    by_port
+}
+
+#[test]
+fn per_flow_totals_are_exact_across_flows_and_intervals() {
+    require_root();
+    let lab = Lab::new("lflw");
+    ns_exec(
+        &lab.a,
+        &["ping", "-c", "1", "-W", "2", &lab.b_ip.to_string()],
+    );
+    // va has no qdisc: each packet's state stays in its CPU's transmit slot, and its flow's
+    // totals in the CPU's run of that flow until another flow (or the interval) ends it.
+    let tool = ToolRun::start(
+        SYS_SUMMARY,
+        &[
+            "--netns",
+            &lab.a,
+            "--phy-interface",
+            Lab::A_IF,
+            "--direction",
+            "tx",
+            "--protocol",
+            "udp",
+            "--json",
+            "--top",
+            "10",
+            "-i",
+            "1",
+        ],
+    );
+    let to = |port| SocketAddrV4::new(lab.b_ip, port);
+    quiet(|| {
+        send_udp(&lab.a, None, to(7310), 300, 32);
+        // Across at least one interval boundary.
+        std::thread::sleep(Duration::from_millis(1300));
+        send_udp(&lab.a, None, to(7311), 200, 32);
+        send_udp(&lab.a, None, to(7312), 100, 32);
+        send_udp(&lab.a, None, to(7311), 50, 32);
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let reports: Vec<Value> = out
+        .json()
+        .into_iter()
+        .filter(|v| v["type"] == "interval")
+        .collect();
+    assert!(reports.len() >= 2, "{:?}", out.stdout);
+    let sum = |field: &str| -> u64 { reports.iter().map(|r| r[field].as_u64().unwrap()).sum() };
+    assert_eq!(sum("started"), 650);
+    assert_eq!(sum("completed"), 650);
+    assert_eq!(sum("evicted"), 0);
+    let by_port = flow_counts_by_dst_port(&out);
+    assert_eq!(
+        by_port,
+        std::collections::BTreeMap::from([(7310, 300), (7311, 250), (7312, 100)]),
+        "{:?}",
+        out.stdout
+    );
+}
+
 #[test]
 fn sampling_tracks_one_packet_in_n() {
     require_root();
@@ -822,8 +922,10 @@ fn sampling_tracks_one_packet_in_n() {
         ],
     );
     const N: usize = 2000;
-    send_udp(&lab.a, None, SocketAddrV4::new(lab.b_ip, 7304), N, 32);
-    std::thread::sleep(Duration::from_millis(200));
+    quiet(|| {
+        send_udp(&lab.a, None, SocketAddrV4::new(lab.b_ip, 7304), N, 32);
+        std::thread::sleep(Duration::from_millis(200));
+    });
     let out = tool.stop(Signal::SIGTERM);
     assert!(out.status.success(), "{:?}", out.stderr);
     let r = last_report(&out);

@@ -101,7 +101,8 @@ struct lat_config {
 	__u8 events;          /* details: one event per slow packet */
 	__u8 meta;            /* record per-stage metadata (details) */
 	__u8 icmp_rtt;        /* echo request and reply share a key (kernel_icmp_rtt) */
-	__u8 pad[2];
+	__u8 xmit_by_skb;     /* no start_xmit program: net_dev_queue leaves the identity by skb */
+	__u8 pad;
 };
 
 /*
@@ -165,6 +166,23 @@ struct lat_flow_value {
 	__u64 min_ns;
 	__u64 max_ns;
 	__u64 slots[LAT_FLOW_SLOTS];
+};
+
+/*
+ * The flow this CPU closed packets of last, counted here until another flow comes (then added
+ * to `flows`). One per interval generation: user space reads the old one after the flip.
+ */
+struct lat_flow_acc {
+	struct lat_flow_key key;
+	__u32 valid;
+	struct lat_flow_value v;
+};
+
+/* The packet a net_dev_xmit will see, by its skb (when start_xmit is not attached). */
+struct lat_xmit_id {
+	struct lat_key key;
+	__u32 role;
+	__u32 pad;
 };
 
 /* The oldest packet a thread read from a tap that no VM interrupt has followed yet. */

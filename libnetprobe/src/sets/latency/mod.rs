@@ -31,6 +31,7 @@ unsafe impl plain::Plain for types::lat_flow_value {}
 unsafe impl plain::Plain for types::lat_counters {}
 unsafe impl plain::Plain for types::lat_key {}
 unsafe impl plain::Plain for types::lat_state {}
+unsafe impl plain::Plain for types::lat_flow_acc {}
 unsafe impl plain::Plain for types::np_kit_config {}
 
 /// Stage positions per path.
@@ -295,8 +296,27 @@ pub struct LatencyProbe {
     evicted_reported: u64,
 }
 
-/// The hooks `paths` need (net_dev_xmit stages need start_xmit for the identity).
+/// Can net_dev_xmit know its packets by skb, from net_dev_queue, without a start_xmit program?
+/// So when no path has a start_xmit stage and each net_dev_xmit stage follows a net_dev_queue
+/// stage on its device's role (the total-path summary of a transmit path).
+fn xmit_by_skb(paths: &[Path]) -> bool {
+    paths.iter().all(|p| {
+        !p.stages.iter().any(|s| s.hook == Hook::StartXmit)
+            && p.stages
+                .iter()
+                .filter(|s| s.hook == Hook::DevXmit)
+                .all(|x| {
+                    p.stages
+                        .iter()
+                        .any(|q| q.hook == Hook::DevQueue && q.role == x.role)
+                })
+    })
+}
+
+/// The hooks `paths` need (a net_dev_xmit stage needs start_xmit for its packets' identity,
+/// unless net_dev_queue leaves it by skb).
 fn hooks_of(paths: &[Path]) -> Vec<Hook> {
+    let by_skb = xmit_by_skb(paths);
     let mut hooks: Vec<Hook> = Vec::new();
     for p in paths {
         for s in &p.stages {
@@ -308,7 +328,7 @@ fn hooks_of(paths: &[Path]) -> Vec<Hook> {
             if !hooks.contains(&h) {
                 hooks.push(h);
             }
-            if s.hook == Hook::DevXmit && !hooks.contains(&Hook::StartXmit) {
+            if s.hook == Hook::DevXmit && !by_skb && !hooks.contains(&Hook::StartXmit) {
                 hooks.push(Hook::StartXmit);
             }
             // start_xmit without a net_dev_xmit stage: net_dev_xmit still sees the drops.
@@ -335,6 +355,30 @@ fn hook_chosen(plan: &Plan, hook: Hook) -> bool {
     plan.choices
         .iter()
         .any(|c| c.chosen.is_some() && points.iter().any(|pt| pt.name == c.point))
+}
+
+fn flow_key_eq(a: &types::lat_flow_key, b: &types::lat_flow_key) -> bool {
+    let (x, y) = (&a.flow, &b.flow);
+    a.path == b.path
+        && x.saddr == y.saddr
+        && x.daddr == y.daddr
+        && x.sport == y.sport
+        && x.dport == y.dport
+        && x.ethertype == y.ethertype
+        && x.l3 == y.l3
+        && x.l4proto == y.l4proto
+}
+
+fn add_flow_value(into: &mut types::lat_flow_value, v: &types::lat_flow_value) {
+    if into.count == 0 || v.min_ns < into.min_ns {
+        into.min_ns = v.min_ns;
+    }
+    into.max_ns = into.max_ns.max(v.max_ns);
+    into.count += v.count;
+    into.sum_ns += v.sum_ns;
+    for (a, b) in into.slots.iter_mut().zip(v.slots) {
+        *a += b;
+    }
 }
 
 fn sum_counters(per_cpu: &[Vec<u8>]) -> types::lat_counters {
@@ -415,6 +459,15 @@ impl LatencyProbe {
             cfg.events = u8::from(details);
             cfg.meta = u8::from(opts.meta);
             cfg.icmp_rtt = u8::from(opts.icmp_rtt);
+            cfg.xmit_by_skb = u8::from(xmit_by_skb(&paths));
+            open.maps
+                .xmit_ids
+                .set_max_entries(if cfg.xmit_by_skb != 0 {
+                    opts.max_packets
+                } else {
+                    1
+                })
+                .context(|| "size xmit_ids".into())?;
             open.maps
                 .packets
                 .set_max_entries(opts.max_packets)
@@ -588,11 +641,48 @@ impl LatencyProbe {
         ))
     }
 
+    /// Adds the runs of one flow the CPUs were still counting on their own in the interval
+    /// that just ended (its generation was flipped by the histogram harvest), and clears them.
+    fn take_flow_runs(
+        &mut self,
+        into: &mut Vec<(types::lat_flow_key, types::lat_flow_value)>,
+    ) -> Result<()> {
+        let Some(bss) = self.set.skel.maps.bss_data.as_deref() else {
+            return Ok(());
+        };
+        let old = (bss.lat_gen.wrapping_sub(1) & 1) as u32;
+        let map = &self.set.skel.maps.flow_acc;
+        let key = old.to_ne_bytes();
+        let per_cpu = map
+            .lookup_percpu(&key, MapFlags::ANY)
+            .context(|| "read per-CPU flow runs".into())?
+            .unwrap_or_default();
+        let mut any = false;
+        for bytes in &per_cpu {
+            let mut a = types::lat_flow_acc::default();
+            if plain::copy_from_bytes(&mut a, bytes).is_err() || a.valid == 0 {
+                continue;
+            }
+            any = true;
+            match into.iter_mut().find(|(k, _)| flow_key_eq(k, &a.key)) {
+                Some((_, v)) => add_flow_value(v, &a.v),
+                None => into.push((a.key, a.v)),
+            }
+        }
+        if any {
+            let zeroes = vec![vec![0u8; map.value_size() as usize]; per_cpu.len()];
+            map.update_percpu(&key, &zeroes, MapFlags::ANY)
+                .context(|| "clear per-CPU flow runs".into())?;
+        }
+        Ok(())
+    }
+
     /// Reads and clears this interval's histograms and flows.
     pub fn drain_summary(&mut self) -> Result<LatencySummary> {
         let histograms = self.harvest_hists()?;
-        let raw: Vec<(types::lat_flow_key, types::lat_flow_value)> =
+        let mut raw: Vec<(types::lat_flow_key, types::lat_flow_value)> =
             kit::drain(&self.set.skel.maps.flows)?;
+        self.take_flow_runs(&mut raw)?;
         let mut flows: Vec<FlowLatency> = raw
             .iter()
             .filter(|(_, v)| v.count > 0)

@@ -18,6 +18,7 @@ pub mod drops;
 pub mod flood;
 pub mod kvm;
 pub mod latency;
+pub mod ovs;
 pub use drops::{rx_stat64, Drops, Expect, UNKNOWN_ETHERTYPE};
 pub mod testkit;
 

@@ -2,9 +2,9 @@
 //! published; the library ships no test code).
 //!
 //! It builds real network labs (network namespaces joined by a veth pair, unread taps,
-//! nftables drop rules), injects traffic, reads the kernel's own counters, runs tool
-//! processes until they are ready ([`ToolRun`]), and schedules interleaved A/B benchmark
-//! windows ([`bench`]).
+//! nftables drop rules, an Open vSwitch kernel datapath driven without OVS userspace:
+//! [`ovs`]), injects traffic, reads the kernel's own counters, runs tool processes until they
+//! are ready ([`ToolRun`]), and schedules interleaved A/B benchmark windows ([`bench`]).
 //!
 //! Everything that creates kernel state is owned by a guard whose `Drop` removes it, so
 //! namespaces, links and taps are cleaned up whether a test passes or panics. Helpers that

@@ -2,9 +2,9 @@
 //! published; the library ships no test code).
 //!
 //! It builds real network labs (network namespaces joined by a veth pair, unread taps,
-//! nftables drop rules), injects traffic, reads the kernel's own counters, runs tool
-//! processes until they are ready ([`ToolRun`]), and schedules interleaved A/B benchmark
-//! windows ([`bench`]).
+//! nftables drop rules, an Open vSwitch kernel datapath driven without OVS userspace:
+//! [`ovs`]), injects traffic, reads the kernel's own counters, runs tool processes until they
+//! are ready ([`ToolRun`]), and schedules interleaved A/B benchmark windows ([`bench`]).
 //!
 //! Everything that creates kernel state is owned by a guard whose `Drop` removes it, so
 //! namespaces, links and taps are cleaned up whether a test passes or panics. Helpers that
@@ -18,6 +18,7 @@ pub mod drops;
 pub mod flood;
 pub mod kvm;
 pub mod latency;
+pub mod ovs;
 pub use drops::{rx_stat64, Drops, Expect, UNKNOWN_ETHERTYPE};
 pub mod testkit;
 

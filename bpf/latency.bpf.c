@@ -874,7 +874,9 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 				return;
 		}
 	}
-	if (want_hint && sy)
+	/* A packet the filter or the sampling left out was never opened: no slot for it. */
+	if (want_hint && sy && np_match_flow(&s->key.flow) &&
+	    (lat_cfg.sample <= 1 || lat_key_hash(&s->key) % lat_cfg.sample == 0))
 		lat_sync_take(sy, skb, dev, &s->key, role, 1);
 	if (!ref.pos1)
 		return;

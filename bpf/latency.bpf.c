@@ -32,10 +32,10 @@ struct {
 	__type(value, struct lat_state);
 } packets SEC(".maps");
 
-/* Histograms, two interval generations of LAT_HIST_CELLS cells each. */
+/* Histograms, two interval generations of lat_cfg.hist_cells cells each (sized by user space). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2 * LAT_HIST_CELLS);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, struct lat_hist);
 } hists SEC(".maps");
@@ -130,12 +130,9 @@ static __always_inline __u32 lat_slot(__u64 v)
 
 static __always_inline void lat_hist_add(__u32 path, __u32 pair, __u64 ns)
 {
-	__u32 idx = (__u32)(lat_gen & 1) * LAT_HIST_CELLS + path * LAT_PAIRS + pair;
+	__u32 idx = (__u32)(lat_gen & 1) * lat_cfg.hist_cells + path * lat_cfg.hist_pairs + pair;
 	struct lat_hist *h;
 	__u32 slot;
-
-	if (idx >= 2 * LAT_HIST_CELLS)
-		return;
 	h = bpf_map_lookup_elem(&hists, &idx);
 	if (!h)
 		return;
@@ -319,7 +316,19 @@ static __always_inline int lat_key_of_btf(struct sk_buff *skb, struct lat_scratc
 	if (!bpf_ksym_exists(bpf_rdonly_cast))
 		return -1;
 	__builtin_memset(k, 0, sizeof(*k));
-	if (from_data) {
+	if (from_data == 2) {
+		struct ethhdr *eth = bpf_rdonly_cast(skb->data, bpf_core_type_id_kernel(struct ethhdr));
+
+		proto = bpf_ntohs(eth->h_proto);
+		base = skb->data + NP_ETH_HLEN;
+		if (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD) {
+			struct vlan_hdr *vh =
+				bpf_rdonly_cast(base, bpf_core_type_id_kernel(struct vlan_hdr));
+
+			proto = bpf_ntohs(vh->h_vlan_encapsulated_proto);
+			base += 4;
+		}
+	} else if (from_data) {
 		base = skb->data;
 		if (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD) {
 			struct vlan_hdr *vh =
@@ -386,7 +395,21 @@ static __always_inline int lat_key_of(struct sk_buff *skb, struct lat_scratch *s
 			return r;
 	}
 	__builtin_memset(k, 0, sizeof(*k));
-	if (from_data) {
+	if (from_data == 2) {
+		__be16 outer = 0;
+
+		base = NP_RD(direct, skb->data, skb, data);
+		bpf_probe_read_kernel(&outer, sizeof(outer), base + 12);
+		proto = bpf_ntohs(outer);
+		base += NP_ETH_HLEN;
+		if (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD) {
+			__be16 inner = 0;
+
+			bpf_probe_read_kernel(&inner, sizeof(inner), base + 2);
+			proto = bpf_ntohs(inner);
+			base += 4;
+		}
+	} else if (from_data) {
 		base = NP_RD(direct, skb->data, skb, data);
 		if (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD) {
 			__be16 inner = 0;
@@ -693,7 +716,7 @@ static __always_inline void lat_close(const struct lat_key *k, struct lat_state 
 	__u32 path = ps->path;
 
 	if (lat_cfg.hists)
-		lat_hist_add(path, LAT_TOTAL_PAIR, total);
+		lat_hist_add(path, lat_cfg.nstages * lat_cfg.nstages, total);
 	if (lat_cfg.flows)
 		lat_flow_add(k, path, total, st);
 	if (lat_cfg.events && total >= lat_cfg.threshold_ns && np_rate_ok(st)) {
@@ -762,7 +785,7 @@ static __always_inline void lat_sync_stage(struct lat_sync_slot *sl, struct sk_b
 	}
 	now = bpf_ktime_get_ns();
 	if (lat_cfg.stage_hists)
-		lat_hist_add(ps->path, ps->last_pos * LAT_MAX_STAGES + pos, now - ps->last_ns);
+		lat_hist_add(ps->path, ps->last_pos * lat_cfg.nstages + pos, now - ps->last_ns);
 	barrier_var(pos);
 	if (lat_cfg.meta)
 		lat_record(&ps->st[pos & (LAT_STAGE_SLOTS - 1)], hook == LAT_HOOK_DEV_XMIT ? 0 : skb,
@@ -862,7 +885,8 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 		if (ref.flags & LAT_FROM_SOCK) {
 			if (!lat_key_of_tcp_sock(skb, s, direct))
 				return;
-		} else if (!lat_key_of(skb, s, (ref.flags & LAT_FROM_DATA) != 0,
+		} else if (!lat_key_of(skb, s,
+				       (ref.flags & LAT_FROM_DATA) ? 1 : (ref.flags & LAT_FROM_L2) ? 2 : 0,
 				       (ref.flags & LAT_IPV4) != 0, direct)) {
 			return;
 		}
@@ -911,7 +935,7 @@ static __always_inline void lat_stage(void *ctx, struct sk_buff *skb, struct net
 	if (hook == LAT_HOOK_DEV_XMIT && rc == 0x10) /* NETDEV_TX_BUSY: requeued, sent later */
 		return;
 	if (lat_cfg.stage_hists)
-		lat_hist_add(ps->path, ps->last_pos * LAT_MAX_STAGES + pos, now - ps->last_ns);
+		lat_hist_add(ps->path, ps->last_pos * lat_cfg.nstages + pos, now - ps->last_ns);
 	barrier_var(pos);
 	if (lat_cfg.meta)
 		lat_record(&ps->st[pos & (LAT_STAGE_SLOTS - 1)], hook == LAT_HOOK_DEV_XMIT ? 0 : skb,
@@ -955,7 +979,7 @@ static __always_inline void lat_vm_notify(void)
 	if (!u)
 		return;
 	if (lat_cfg.stage_hists && u->pos < to && to < LAT_MAX_STAGES)
-		lat_hist_add(u->path, u->pos * LAT_MAX_STAGES + to, bpf_ktime_get_ns() - u->read_ns);
+		lat_hist_add(u->path, u->pos * lat_cfg.nstages + to, bpf_ktime_get_ns() - u->read_ns);
 	bpf_map_delete_elem(&unsignalled, &tid);
 }
 
@@ -1088,6 +1112,28 @@ LAT_FUNC(tcp_v4_rcv, LAT_HOOK_L4_RCV, lat_tcprcv_fe, lat_tcprcv_kp, struct sk_bu
 LAT_FUNC(__udp4_lib_rcv, LAT_HOOK_L4_RCV, lat_udprcv_fe, lat_udprcv_kp, struct sk_buff *skb)
 LAT_FUNC(udp_rcv, LAT_HOOK_L4_RCV, lat_udprcv2_fe, lat_udprcv2_kp, struct sk_buff *skb)
 LAT_FUNC(icmp_rcv, LAT_HOOK_L4_RCV, lat_icmprcv_fe, lat_icmprcv_kp, struct sk_buff *skb)
+
+/*
+ * Open vSwitch's datapath, in the openvswitch module (its struct types live in the module's
+ * BTF: untyped here, only the skb is read). The upcall is also a tracepoint there.
+ */
+LAT_FUNC(ovs_vport_receive, LAT_HOOK_OVS_RECEIVE, lat_ovsrcv_fe, lat_ovsrcv_kp, void *vport,
+	 struct sk_buff *skb)
+LAT_FUNC(ovs_dp_process_packet, LAT_HOOK_OVS_PROCESS, lat_ovsproc_fe, lat_ovsproc_kp,
+	 struct sk_buff *skb)
+LAT_FUNC(ovs_dp_upcall, LAT_HOOK_OVS_UPCALL, lat_ovsupc_fe, lat_ovsupc_kp, void *dp,
+	 struct sk_buff *skb)
+LAT_FUNC(ovs_flow_key_extract_userspace, LAT_HOOK_OVS_EXEC, lat_ovsexec_fe, lat_ovsexec_kp,
+	 struct net *net, const void *attr, struct sk_buff *skb)
+LAT_FUNC(ovs_vport_send, LAT_HOOK_OVS_SEND, lat_ovssend_fe, lat_ovssend_kp, void *vport,
+	 struct sk_buff *skb)
+
+SEC("tp_btf/ovs_dp_upcall")
+int BPF_PROG(lat_ovsupc_btf, void *dp, struct sk_buff *skb)
+{
+	lat_stage(ctx, skb, 0, LAT_HOOK_OVS_UPCALL, 0, 0, 0, 1);
+	return 0;
+}
 
 /* ---- classic tracepoints (older kernels): everything through bpf_probe_read_kernel ---- */
 

@@ -1080,3 +1080,111 @@ fn loaded_prog_ids() -> Vec<u32> {
         .filter_map(|p| p["id"].as_u64().and_then(|i| u32::try_from(i).ok()))
         .collect()
 }
+
+/// A VM's path through Open vSwitch's kernel datapath: the lab's namespace `a` stands for the
+/// VM (its veth peer is the "tap", an OVS port), the other port is the "physical" side. With
+/// flows installed up front every echo request passes receive, lookup and send; with a
+/// reactive upcall handler only the first one goes up to userspace and comes back.
+/// Where there is no openvswitch module (the development host), `--ovs` is one clear error.
+#[test]
+fn ovs_datapath_stages_fire_per_packet() {
+    use netprobe_lab::ovs::{kernel_has_ovs, OvsLab, UpcallMode};
+    if !kernel_has_ovs() {
+        let out = run_tool(
+            VM_DETAILS,
+            &["--phy-interface", "lo", "--vm-interface", "lo", "--ovs"],
+        );
+        assert!(!out.status.success());
+        let out = run_tool(SYS_SUMMARY, &["--phy-interface", "lo", "--ovs"]);
+        assert_eq!(out.status.code(), Some(2), "{:?}", out.stderr);
+        assert!(
+            out.stderr
+                .iter()
+                .any(|l| l.contains("--internal-interface")),
+            "{:?}",
+            out.stderr
+        );
+        let lab = Lab::new("lovx");
+        let out = run_tool(
+            VM_DETAILS,
+            &[
+                "--netns",
+                &lab.a,
+                "--phy-interface",
+                Lab::A_IF,
+                "--vm-interface",
+                "lo",
+                "--ovs",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{:?}", out.stderr);
+        assert_eq!(out.stderr.len(), 1, "{:?}", out.stderr);
+        assert!(
+            out.stderr[0].contains("modprobe openvswitch"),
+            "{:?}",
+            out.stderr
+        );
+        return;
+    }
+    const N: u32 = 5;
+    for reactive in [false, true] {
+        let lab = OvsLab::new(if reactive { "lor" } else { "lop" })
+            .unwrap_or_else(|e| panic!("OVS lab: {e}"));
+        let (a, b) = (lab.a_port, lab.b_port);
+        if reactive {
+            lab.dp.set_upcall_mode(UpcallMode::Reactive {
+                pairs: vec![(a, b), (b, a)],
+            });
+        } else {
+            lab.dp.forward_between(a, b).unwrap();
+        }
+        let [vm_if, phy_if] = &lab.host_ifs;
+        let tool = ToolRun::start(
+            VM_DETAILS,
+            &[
+                "--vm-interface",
+                vm_if,
+                "--phy-interface",
+                phy_if,
+                "--direction",
+                "tx",
+                "--protocol",
+                "icmp",
+                "--ovs",
+                "--json",
+            ],
+        );
+        let replies = quiet(|| {
+            let r = ping(&lab.a, lab.b_ip, N, 200);
+            std::thread::sleep(Duration::from_millis(200));
+            r
+        });
+        assert_eq!(replies.len(), N as usize, "{replies:?}");
+        let out = tool.stop(Signal::SIGINT);
+        assert!(out.status.success(), "{:?}", out.stderr);
+        let mut evs = events(&out);
+        assert_eq!(evs.len(), N as usize, "{:#?}", out.stdout);
+        evs.sort_by_key(|e| e["stages"][0]["ts_ns"].as_u64().unwrap());
+        for (i, e) in evs.iter().enumerate() {
+            assert_eq!(e["path"], "vm_tx", "{e:#}");
+            let names = stage_names(e);
+            let upcalled = reactive && i == 0;
+            let mut want = vec!["vm_write", "vm_receive", "ovs_receive", "ovs_process"];
+            if upcalled {
+                want.extend(["ovs_upcall", "ovs_execute"]);
+            }
+            want.extend(["ovs_send", "phy_queue", "phy_start_xmit", "phy_xmit"]);
+            assert_eq!(names, want, "packet {i} (reactive: {reactive}): {e:#}");
+            assert_stages_sum_to_total(e);
+        }
+        if reactive {
+            // The upcall is the slow path: slower than every megaflow hit after it.
+            let total = |e: &Value| f64_of(&e["total_us"]);
+            assert!(
+                evs[1..].iter().all(|e| total(e) < total(&evs[0])),
+                "{:#?}",
+                evs.iter().map(total).collect::<Vec<_>>()
+            );
+        }
+    }
+}

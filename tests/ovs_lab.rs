@@ -12,50 +12,14 @@
 //!
 //! Needs root (CI runs as root): without it every test fails, none is skipped.
 use netprobe_lab::latency::ping;
-use netprobe_lab::ovs::{probe_kernel, FlowMatch, OvsDatapath, OvsError, OvsLab, UpcallMode};
-use netprobe_lab::{require_root, wait_until};
+use netprobe_lab::ovs::{kernel_has_ovs, FlowMatch, OvsDatapath, OvsError, OvsLab, UpcallMode};
+use netprobe_lab::wait_until;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
-
-/// True where the datapath tests can run (see the module docs); on a kernel without the
-/// module, asserts what must hold there instead and returns false.
-fn kernel_has_ovs() -> bool {
-    require_root();
-    let vm_tier = std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm");
-    match probe_kernel() {
-        Ok(()) => true,
-        Err(e) if vm_tier => panic!("VM tier: the openvswitch module must be usable: {e}"),
-        Err(e) => {
-            assert!(
-                matches!(e, OvsError::ModuleNotLoaded),
-                "no openvswitch, but not for want of the module: {e}"
-            );
-            assert!(
-                !Path::new("/sys/module/openvswitch").exists(),
-                "the module is loaded, yet its genl family is missing: {e}"
-            );
-            let name = format!("npx{}", std::process::id() % 100_000);
-            let err = match OvsDatapath::create(&name) {
-                Ok(_) => panic!("OvsDatapath::create succeeded without the openvswitch module"),
-                Err(err) => err,
-            };
-            assert!(matches!(err, OvsError::ModuleNotLoaded), "{err}");
-            let msg = err.to_string();
-            assert!(
-                msg.contains("openvswitch module not loaded")
-                    && msg.contains("modprobe openvswitch"),
-                "{msg}"
-            );
-            assert!(!Path::new("/sys/class/net").join(&name).exists());
-            eprintln!("no openvswitch module here: asserted that OvsDatapath::create says so");
-            false
-        }
-    }
-}
 
 fn lab(tag: &str) -> OvsLab {
     OvsLab::new(tag).unwrap_or_else(|e| panic!("OVS lab: {e}"))

@@ -5,18 +5,13 @@
 #include "np_types.h"
 
 /* Stage positions per path (user space defines the paths). */
-#define LAT_MAX_STAGES 12
+#define LAT_MAX_STAGES 16
 /* Per-stage records: a power of two, so that a masked index is bounded for every verifier. */
 #define LAT_STAGE_SLOTS 16
 /* Paths one load can track at once (e.g. tx and rx). */
 #define LAT_MAX_PATHS 2
 /* Devices per role (bond members). */
 #define LAT_ROLE_DEVS 4
-/* Adjacent pairs (from, to) plus the total, per path. */
-#define LAT_PAIRS (LAT_MAX_STAGES * LAT_MAX_STAGES + 1)
-#define LAT_TOTAL_PAIR (LAT_MAX_STAGES * LAT_MAX_STAGES)
-/* Histogram cells per interval generation. */
-#define LAT_HIST_CELLS (LAT_MAX_PATHS * LAT_PAIRS)
 /* log2 slots of a nanosecond histogram. */
 #define LAT_SLOTS 64
 /* log2 slots of a per-flow histogram (up to 2^31 ns = 2.1 s; longer lands in the last). */
@@ -27,8 +22,6 @@ enum lat_sizes {
 	LAT_SIZE_STAGES = LAT_MAX_STAGES,
 	LAT_SIZE_PATHS = LAT_MAX_PATHS,
 	LAT_SIZE_ROLE_DEVS = LAT_ROLE_DEVS,
-	LAT_SIZE_PAIRS = LAT_PAIRS,
-	LAT_SIZE_HIST_CELLS = LAT_HIST_CELLS,
 };
 
 /* Where a stage hooks the kernel: one BPF program (or several, for the rx entry) per hook. */
@@ -50,7 +43,13 @@ enum lat_hook {
 	LAT_HOOK_IP_LOCAL_DELIVER = 13, /* ip_local_deliver */
 	LAT_HOOK_L4_RCV = 14,           /* tcp_v4_rcv, __udp4_lib_rcv (or udp_rcv), icmp_rcv */
 	LAT_HOOK_VM_NOTIFY = 15,        /* kvm:kvm_msi_set_irq in the thread that read from the tap */
-	LAT_HOOKS = 16,
+	/* Open vSwitch's kernel datapath (the openvswitch module; fentry, else kprobe). */
+	LAT_HOOK_OVS_RECEIVE = 16,  /* ovs_vport_receive: a port hands the packet to the datapath */
+	LAT_HOOK_OVS_PROCESS = 17,  /* ovs_dp_process_packet: flow table lookup */
+	LAT_HOOK_OVS_UPCALL = 18,   /* ovs_dp_upcall (tracepoint openvswitch:ovs_dp_upcall): a miss */
+	LAT_HOOK_OVS_EXEC = 19,     /* ovs_flow_key_extract_userspace: the packet back from userspace */
+	LAT_HOOK_OVS_SEND = 20,     /* ovs_vport_send: the datapath outputs the packet to a port */
+	LAT_HOOKS = 21,
 };
 
 /* What a device is to the path; ANY for hooks without a device of their own. */
@@ -79,6 +78,7 @@ enum lat_stage_flags {
 	 * shared map is touched.
 	 */
 	LAT_SYNC_TX = 512,
+	LAT_FROM_L2 = 1024, /* parse from skb->data at the Ethernet header (a packet built from userspace) */
 };
 
 /* The stage a hook on a device of some role is: 0 in `pos1` when it is none. */
@@ -95,6 +95,11 @@ struct lat_config {
 	__u64 tun_read_start; /* tun_do_read's address range (0: tell by the device alone) */
 	__u64 tun_read_end;
 	__u32 sample;         /* track 1 packet in N at the first stage (0, 1: all) */
+	/* Histogram cells: pair (from, to) = from * nstages + to, the total nstages^2; per path
+	 * hist_pairs = nstages^2 + 1 cells; per generation hist_cells = paths * hist_pairs. */
+	__u32 nstages;
+	__u32 hist_pairs;
+	__u32 hist_cells;
 	__u8 hists;           /* summary: total histograms */
 	__u8 stage_hists;     /* summary: adjacent-stage histograms */
 	__u8 flows;           /* summary: per-flow totals */

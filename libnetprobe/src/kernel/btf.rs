@@ -1,7 +1,9 @@
 //! The running kernel's BTF, loaded once, and the names read from it.
 use crate::error::{Error, Result};
 use libbpf_rs::btf::{types, Btf};
+use libbpf_rs::{libbpf_sys, AsRawLibbpf};
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::path::Path;
 
 /// Where the kernel exposes its own BTF.
@@ -64,16 +66,51 @@ impl KernelBtf {
             .collect()
     }
 
-    /// Does the kernel have a function `name` (a possible fentry/kprobe target)?
+    /// Does the kernel, or a loaded module, have a function `name` in its BTF (a possible
+    /// fentry/kprobe target)?
     pub fn has_func(&self, name: &str) -> bool {
         self.btf.type_by_name::<types::Func<'_>>(name).is_some()
+            || self.module_has(&[name], name, libbpf_sys::BTF_KIND_FUNC)
     }
 
-    /// Does the kernel have a BTF-enabled tracepoint `name` (the `btf_trace_<name>` typedef)?
+    /// Does the kernel, or a loaded module, have a BTF-enabled tracepoint `name` (the
+    /// `btf_trace_<name>` typedef)?
     pub fn has_btf_tracepoint(&self, name: &str) -> bool {
+        let typedef = format!("btf_trace_{name}");
         self.btf
-            .type_by_name::<types::Typedef<'_>>(&format!("btf_trace_{name}"))
+            .type_by_name::<types::Typedef<'_>>(&typedef)
             .is_some()
+            || self.module_has(
+                &[
+                    &format!("__bpf_trace_{name}"),
+                    &format!("__tracepoint_{name}"),
+                ],
+                &typedef,
+                libbpf_sys::BTF_KIND_TYPEDEF,
+            )
+    }
+
+    /// Is `name` of BTF `kind` in the split BTF of the module that defines one of `symbols`
+    /// (as /proc/kallsyms says, `sym [module]`)?
+    fn module_has(&self, symbols: &[&str], name: &str, kind: u32) -> bool {
+        let Some(module) = symbols.iter().find_map(|s| module_of_symbol(s)) else {
+            return false;
+        };
+        let (Ok(module), Ok(name)) = (CString::new(module), CString::new(name)) else {
+            return false;
+        };
+        let base = self.btf.as_libbpf_object().as_ptr();
+        // SAFETY: `base` is this struct's live vmlinux BTF; the module's split BTF built on
+        // it is freed before returning, and the strings outlive the calls.
+        unsafe {
+            let btf = libbpf_sys::btf__load_module_btf(module.as_ptr(), base);
+            if btf.is_null() || libbpf_sys::libbpf_get_error(btf.cast()) != 0 {
+                return false;
+            }
+            let id = libbpf_sys::btf__find_by_name_kind(btf, name.as_ptr(), kind);
+            libbpf_sys::btf__free(btf);
+            id > 0
+        }
     }
 
     /// Does struct `strukt` have a member `field`?
@@ -85,6 +122,19 @@ impl KernelBtf {
                     .any(|m| m.name.is_some_and(|n| n.to_string_lossy() == field))
             })
     }
+}
+
+/// The module that defines `symbol`, from /proc/kallsyms (`addr type symbol [module]`).
+fn module_of_symbol(symbol: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
+    text.lines().find_map(|line| {
+        let mut f = line.split_ascii_whitespace().skip(2);
+        (f.next()? == symbol)
+            .then(|| f.next())
+            .flatten()
+            .and_then(|m| m.strip_prefix('[')?.strip_suffix(']'))
+            .map(str::to_string)
+    })
 }
 
 /// Drop-reason names of the running kernel: `enum skb_drop_reason` and subsystem enums.

@@ -973,3 +973,41 @@ impl Drop for OvsLab {
         }
     }
 }
+
+/// True where OVS datapath tests can run: the VM tier (`NETPROBE_TEST_TIER=vm`, set by
+/// `tests/vm/init`), where the module must be usable, or any kernel where `modprobe
+/// openvswitch` works. On a kernel without the module it asserts what must hold there instead
+/// (`OvsDatapath::create` says the module is missing, leaves nothing behind) and returns false.
+pub fn kernel_has_ovs() -> bool {
+    crate::require_root();
+    let vm_tier = std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm");
+    match probe_kernel() {
+        Ok(()) => true,
+        Err(e) if vm_tier => panic!("VM tier: the openvswitch module must be usable: {e}"),
+        Err(e) => {
+            assert!(
+                matches!(e, OvsError::ModuleNotLoaded),
+                "no openvswitch, but not for want of the module: {e}"
+            );
+            assert!(
+                !std::path::Path::new("/sys/module/openvswitch").exists(),
+                "the module is loaded, yet its genl family is missing: {e}"
+            );
+            let name = format!("npx{}", std::process::id() % 100_000);
+            let err = match OvsDatapath::create(&name) {
+                Ok(_) => panic!("OvsDatapath::create succeeded without the openvswitch module"),
+                Err(err) => err,
+            };
+            assert!(matches!(err, OvsError::ModuleNotLoaded), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("openvswitch module not loaded")
+                    && msg.contains("modprobe openvswitch"),
+                "{msg}"
+            );
+            assert!(!std::path::Path::new("/sys/class/net").join(&name).exists());
+            eprintln!("no openvswitch module here: asserted that OvsDatapath::create says so");
+            false
+        }
+    }
+}

@@ -4,7 +4,7 @@ use clap::Parser;
 use libnetprobe::cli::{parse_args, run_main, OutputArgs};
 use libnetprobe::output::latency::EventStyle;
 use libnetprobe::sets::latency::args::{
-    interfaces, run_details, DetailsArgs, EngineArgs, LatencyFilterArgs,
+    interfaces, run_details, DetailsArgs, EngineArgs, LatencyFilterArgs, OvsArgs,
 };
 use libnetprobe::sets::latency::{Direction, LatencyOptions, Path};
 use libnetprobe::Result;
@@ -32,6 +32,8 @@ struct Args {
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
+    ovs: OvsArgs,
+    #[command(flatten)]
     output: OutputArgs,
 }
 
@@ -55,6 +57,7 @@ fn run(args: Args) -> Result<()> {
         .into_iter()
         .map(|d| Path::system(d, internal))
         .collect();
+    let paths = args.ovs.apply(paths)?;
     let mut opts = LatencyOptions::details(paths, filter, ifaces, args.details.threshold());
     args.details.apply(&mut opts);
     args.engine.apply(&mut opts);

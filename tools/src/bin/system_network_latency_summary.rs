@@ -3,7 +3,9 @@
 use clap::Parser;
 use libnetprobe::cli::{parse_args, run_main, IntervalArgs, OutputArgs};
 use libnetprobe::output::latency::{SortBy, SummaryStyle};
-use libnetprobe::sets::latency::args::{interfaces, run_summary, EngineArgs, LatencyFilterArgs};
+use libnetprobe::sets::latency::args::{
+    interfaces, run_summary, EngineArgs, LatencyFilterArgs, OvsArgs,
+};
 use libnetprobe::sets::latency::{Direction, LatencyOptions, Path};
 use libnetprobe::Result;
 
@@ -39,6 +41,8 @@ struct Args {
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
+    ovs: OvsArgs,
+    #[command(flatten)]
     output: OutputArgs,
 }
 
@@ -62,6 +66,7 @@ fn run(args: Args) -> Result<()> {
         .into_iter()
         .map(|d| Path::system(d, internal))
         .collect();
+    let paths = args.ovs.apply(paths)?;
     let mut opts = LatencyOptions::summary(paths, filter, ifaces);
     opts.stage_latency = args.stage_latency;
     args.engine.apply(&mut opts);

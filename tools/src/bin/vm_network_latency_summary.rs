@@ -4,7 +4,7 @@ use clap::Parser;
 use libnetprobe::cli::{parse_args, run_main, IntervalArgs, OutputArgs};
 use libnetprobe::output::latency::{SortBy, SummaryStyle};
 use libnetprobe::sets::latency::args::{
-    interfaces, run_summary, vm_ip_filter, EngineArgs, LatencyFilterArgs,
+    interfaces, run_summary, vm_ip_filter, EngineArgs, LatencyFilterArgs, OvsArgs,
 };
 use libnetprobe::sets::latency::{Direction, LatencyOptions, Path};
 use libnetprobe::Result;
@@ -44,6 +44,8 @@ struct Args {
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
+    ovs: OvsArgs,
+    #[command(flatten)]
     output: OutputArgs,
 }
 
@@ -61,7 +63,9 @@ fn run(mut args: Args) -> Result<()> {
         None,
         Some(&args.vm_interface),
     )?;
-    let paths = args.direction.each().into_iter().map(Path::vm).collect();
+    let paths = args
+        .ovs
+        .apply(args.direction.each().into_iter().map(Path::vm).collect())?;
     let mut opts = LatencyOptions::summary(paths, filter, ifaces);
     opts.stage_latency = args.stage_latency;
     args.engine.apply(&mut opts);

@@ -4,7 +4,7 @@ use clap::Parser;
 use libnetprobe::cli::{parse_args, run_main, OutputArgs};
 use libnetprobe::output::latency::EventStyle;
 use libnetprobe::sets::latency::args::{
-    interfaces, run_details, vm_ip_filter, DetailsArgs, EngineArgs, LatencyFilterArgs,
+    interfaces, run_details, vm_ip_filter, DetailsArgs, EngineArgs, LatencyFilterArgs, OvsArgs,
 };
 use libnetprobe::sets::latency::{Direction, LatencyOptions, Path};
 use libnetprobe::Result;
@@ -35,6 +35,8 @@ struct Args {
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
+    ovs: OvsArgs,
+    #[command(flatten)]
     output: OutputArgs,
 }
 
@@ -52,7 +54,9 @@ fn run(mut args: Args) -> Result<()> {
         None,
         Some(&args.vm_interface),
     )?;
-    let paths = args.direction.each().into_iter().map(Path::vm).collect();
+    let paths = args
+        .ovs
+        .apply(args.direction.each().into_iter().map(Path::vm).collect())?;
     let mut opts = LatencyOptions::details(paths, filter, ifaces, args.details.threshold());
     args.details.apply(&mut opts);
     args.engine.apply(&mut opts);

@@ -75,6 +75,34 @@ impl EngineArgs {
     }
 }
 
+/// `--ovs`: the paths through Open vSwitch's kernel datapath.
+#[derive(Debug, Clone, Args)]
+pub struct OvsArgs {
+    /// Also time Open vSwitch's kernel datapath between the devices: vport receive, flow
+    /// lookup, upcall, execute from userspace, vport send (openvswitch module; fentry or kprobes)
+    #[arg(long)]
+    pub ovs: bool,
+}
+
+impl OvsArgs {
+    /// The paths, through OVS when asked. The host stack's packets enter OVS from an internal
+    /// port: a system tx path through OVS needs `--internal-interface`.
+    pub fn apply(&self, paths: Vec<super::Path>) -> Result<Vec<super::Path>> {
+        if !self.ovs {
+            return Ok(paths);
+        }
+        if paths
+            .iter()
+            .any(|p| p.name == "system_tx" && !p.stages.iter().any(|s| s.name == "internal_xmit"))
+        {
+            return Err(Error::usage(
+                "--ovs on the transmit path needs --internal-interface (the OVS internal port the host stack sends through)",
+            ));
+        }
+        Ok(paths.into_iter().map(super::Path::through_ovs).collect())
+    }
+}
+
 /// `--vm-ip`: the source of the VM's tx packets, the destination of its rx packets; with
 /// both directions at once it cannot be one address filter, so it needs `--direction`.
 pub fn vm_ip_filter(

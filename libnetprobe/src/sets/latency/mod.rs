@@ -40,9 +40,40 @@ pub const MAX_STAGES: usize = types::lat_sizes::LAT_SIZE_STAGES.0 as usize;
 pub const MAX_PATHS: usize = types::lat_sizes::LAT_SIZE_PATHS.0 as usize;
 /// Devices per role.
 pub const ROLE_DEVS: usize = types::lat_sizes::LAT_SIZE_ROLE_DEVS.0 as usize;
-const PAIRS: usize = types::lat_sizes::LAT_SIZE_PAIRS.0 as usize;
-const HIST_CELLS: usize = types::lat_sizes::LAT_SIZE_HIST_CELLS.0 as usize;
-const TOTAL_PAIR: usize = MAX_STAGES * MAX_STAGES;
+
+/// Where a histogram lives in the `hists` map (as `lat_cfg.nstages`/`hist_pairs`/`hist_cells`
+/// tell the programs): per generation, per path, the pair (from, to) at `from * n + to` and
+/// the total at `n * n`. Without stage histograms `n` is 0: one cell per path, the total.
+#[derive(Debug, Clone, Copy)]
+struct HistLayout {
+    n: usize,
+    pairs: usize,
+    cells: usize,
+}
+
+impl HistLayout {
+    fn new(paths: &[Path], stage_hists: bool) -> Self {
+        let n = if stage_hists {
+            paths.iter().map(|p| p.stages.len()).max().unwrap_or(0)
+        } else {
+            0
+        };
+        let pairs = n * n + 1;
+        Self {
+            n,
+            pairs,
+            cells: paths.len().max(1) * pairs,
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.n * self.n
+    }
+
+    fn pair(&self, from: usize, to: usize) -> usize {
+        from * self.n + to
+    }
+}
 
 /// The latency probe set.
 pub struct LatencySet;
@@ -240,7 +271,7 @@ impl LatencyOptions {
     pub fn render_plan(&self, env: &KernelEnv) -> String {
         let (plan, paths) = self.plan(env);
         let mut out = String::new();
-        for p in paths {
+        for (p, asked) in paths.iter().zip(&self.paths) {
             out.push_str(&format!("path {}:\n", p.name));
             for s in &p.stages {
                 let hooked: Vec<String> = s
@@ -278,6 +309,20 @@ impl LatencyOptions {
                     if s.last { "  (last)" } else { "" }
                 ));
             }
+            let missing: Vec<&str> = asked
+                .stages
+                .iter()
+                .filter(|s| s.hook.optional() && !p.stages.iter().any(|t| t.name == s.name))
+                .filter(|s| s.hook.is_ovs() || self.mode == Mode::Details || self.stage_latency)
+                .map(|s| s.name)
+                .collect();
+            if !missing.is_empty() {
+                out.push_str(&format!(
+                    "(stages of {} not on this kernel: no fentry/kprobe, or the module is not loaded: {})\n",
+                    p.name,
+                    missing.join(", ")
+                ));
+            }
         }
         out.push_str(&plan.render());
         out
@@ -294,6 +339,7 @@ pub struct LatencyProbe {
     ring: Option<EventRing<types::lat_event>>,
     counters: types::lat_counters,
     evicted_reported: u64,
+    hists: HistLayout,
 }
 
 /// Can net_dev_xmit know its packets by skb, from net_dev_queue, without a start_xmit program?
@@ -400,6 +446,12 @@ impl LatencyProbe {
     pub fn open(opts: LatencyOptions, env: &KernelEnv) -> Result<Self> {
         opts.validate()?;
         let (plan, paths) = opts.plan(env);
+        let has_ovs = |ps: &[Path]| ps.iter().any(|p| p.stages.iter().any(|s| s.hook.is_ovs()));
+        if has_ovs(&opts.paths) && !has_ovs(&paths) {
+            return Err(Error::missing(
+                "--ovs: no Open vSwitch datapath function to hook (load the module: modprobe openvswitch; the stages need fentry or kprobes)",
+            ));
+        }
         for p in &paths {
             for s in &p.stages {
                 if !hook_chosen(&plan, s.hook) {
@@ -422,6 +474,7 @@ impl LatencyProbe {
             None
         };
         let details = opts.mode == Mode::Details;
+        let hists = HistLayout::new(&paths, !details && opts.stage_latency);
         let spec = LoadSpec {
             set: LatencySet::NAME,
             plan,
@@ -460,6 +513,13 @@ impl LatencyProbe {
             cfg.meta = u8::from(opts.meta);
             cfg.icmp_rtt = u8::from(opts.icmp_rtt);
             cfg.xmit_by_skb = u8::from(xmit_by_skb(&paths));
+            cfg.nstages = hists.n as u32;
+            cfg.hist_pairs = hists.pairs as u32;
+            cfg.hist_cells = hists.cells as u32;
+            open.maps
+                .hists
+                .set_max_entries(2 * hists.cells as u32)
+                .context(|| "size hists".into())?;
             open.maps
                 .xmit_ids
                 .set_max_entries(if cfg.xmit_by_skb != 0 {
@@ -502,6 +562,7 @@ impl LatencyProbe {
             ring,
             counters: types::lat_counters::default(),
             evicted_reported: 0,
+            hists,
         })
     }
 
@@ -531,22 +592,23 @@ impl LatencyProbe {
         // new generation visible to the programs before the grace period starts.
         unsafe { std::ptr::write_volatile(&mut bss.lat_gen, gen.wrapping_add(1)) };
         kit::grace_period();
-        let base = (gen & 1) as usize * HIST_CELLS;
+        let layout = self.hists;
+        let base = (gen & 1) as usize * layout.cells;
         let map = &self.set.skel.maps.hists;
         let cpus = libbpf_rs::num_possible_cpus().context(|| "count CPUs".into())?;
         let zeroes = vec![vec![0u8; map.value_size() as usize]; cpus];
         let mut out = Vec::new();
         for (pi, p) in self.paths.iter().enumerate() {
-            let mut cells = vec![(TOTAL_PAIR, "total", p.name)];
-            if self.opts.stage_latency {
+            let mut cells = vec![(layout.total(), "total", p.name)];
+            if layout.n > 0 {
                 for a in 0..p.stages.len() {
                     for b in a + 1..p.stages.len() {
-                        cells.push((a * MAX_STAGES + b, p.stages[a].name, p.stages[b].name));
+                        cells.push((layout.pair(a, b), p.stages[a].name, p.stages[b].name));
                     }
                 }
             }
             for (pair, from, to) in cells {
-                let idx = u32::try_from(base + pi * PAIRS + pair).unwrap_or(0);
+                let idx = u32::try_from(base + pi * layout.pairs + pair).unwrap_or(0);
                 let key = idx.to_ne_bytes();
                 let per_cpu = map
                     .lookup_percpu(&key, MapFlags::ANY)
@@ -787,6 +849,9 @@ fn write_stage_table(
             }
             if s.from_data() {
                 flags |= F::LAT_FROM_DATA.0;
+            }
+            if s.from_l2() {
+                flags |= F::LAT_FROM_L2.0;
             }
             match s.echo {
                 Some(EchoSide::Request) => flags |= F::LAT_ICMP_REQ.0,

@@ -41,6 +41,18 @@ pub enum Hook {
     /// `kvm:kvm_msi_set_irq` in the thread that read the packet from the tap (vhost, the VMM):
     /// the VM was interrupted. Not keyed by packet: the oldest unsignalled read of the thread.
     VmNotify,
+    /// `ovs_vport_receive` (openvswitch): a port hands the packet to Open vSwitch's datapath.
+    OvsReceive,
+    /// `ovs_dp_process_packet`: the datapath looks the packet's flow up.
+    OvsProcess,
+    /// `openvswitch:ovs_dp_upcall` (tp_btf), else `ovs_dp_upcall`: a flow miss goes to
+    /// ovs-vswitchd.
+    OvsUpcall,
+    /// `ovs_flow_key_extract_userspace`: the packet is back from userspace (OVS_PACKET_CMD_EXECUTE,
+    /// a new skb, parsed from its Ethernet header).
+    OvsExec,
+    /// `ovs_vport_send`: the datapath outputs the packet to a port.
+    OvsSend,
 }
 
 impl Hook {
@@ -64,6 +76,11 @@ impl Hook {
             Hook::IpLocalDeliver => H::LAT_HOOK_IP_LOCAL_DELIVER,
             Hook::L4Rcv => H::LAT_HOOK_L4_RCV,
             Hook::VmNotify => H::LAT_HOOK_VM_NOTIFY,
+            Hook::OvsReceive => H::LAT_HOOK_OVS_RECEIVE,
+            Hook::OvsProcess => H::LAT_HOOK_OVS_PROCESS,
+            Hook::OvsUpcall => H::LAT_HOOK_OVS_UPCALL,
+            Hook::OvsExec => H::LAT_HOOK_OVS_EXEC,
+            Hook::OvsSend => H::LAT_HOOK_OVS_SEND,
         };
         v.0 as usize
     }
@@ -217,6 +234,41 @@ impl Hook {
                 "lat_notify_btf",
                 "lat_notify_tp",
             )],
+            Hook::OvsReceive => vec![func(
+                "ovs_vport_receive",
+                &[("ovs_vport_receive", "lat_ovsrcv_fe", "lat_ovsrcv_kp")],
+            )],
+            Hook::OvsProcess => vec![func(
+                "ovs_dp_process_packet",
+                &[("ovs_dp_process_packet", "lat_ovsproc_fe", "lat_ovsproc_kp")],
+            )],
+            Hook::OvsUpcall => {
+                let mut p = func(
+                    "ovs_dp_upcall",
+                    &[("ovs_dp_upcall", "lat_ovsupc_fe", "lat_ovsupc_kp")],
+                );
+                p.candidates.insert(
+                    0,
+                    Candidate {
+                        kind: ProbeKind::TpBtf,
+                        target: "ovs_dp_upcall",
+                        program: "lat_ovsupc_btf",
+                    },
+                );
+                vec![p]
+            }
+            Hook::OvsExec => vec![func(
+                "ovs_flow_key_extract_userspace",
+                &[(
+                    "ovs_flow_key_extract_userspace",
+                    "lat_ovsexec_fe",
+                    "lat_ovsexec_kp",
+                )],
+            )],
+            Hook::OvsSend => vec![func(
+                "ovs_vport_send",
+                &[("ovs_vport_send", "lat_ovssend_fe", "lat_ovssend_kp")],
+            )],
             Hook::TunRead | Hook::Consumed => vec![pair(
                 "consume (tap read, packet used up)",
                 "consume_skb",
@@ -237,6 +289,14 @@ impl Hook {
                 | Hook::IpRcv
                 | Hook::IpLocalDeliver
                 | Hook::L4Rcv
+        ) || self.is_ovs()
+    }
+
+    /// Open vSwitch's datapath (the openvswitch module's functions).
+    pub fn is_ovs(self) -> bool {
+        matches!(
+            self,
+            Hook::OvsReceive | Hook::OvsProcess | Hook::OvsUpcall | Hook::OvsExec | Hook::OvsSend
         )
     }
 
@@ -247,7 +307,7 @@ impl Hook {
     }
 
     /// Every hook, in a stable order.
-    pub const ALL: [Hook; 16] = [
+    pub const ALL: [Hook; 21] = [
         Hook::DevQueue,
         Hook::QdiscDequeue,
         Hook::StartXmit,
@@ -264,6 +324,11 @@ impl Hook {
         Hook::IpLocalDeliver,
         Hook::L4Rcv,
         Hook::VmNotify,
+        Hook::OvsReceive,
+        Hook::OvsProcess,
+        Hook::OvsUpcall,
+        Hook::OvsExec,
+        Hook::OvsSend,
     ];
 }
 
@@ -387,7 +452,12 @@ impl Stage {
 
     /// An IPv4 function: the packet is IPv4 whatever skb->protocol says yet.
     pub fn ipv4(&self) -> bool {
-        self.hook.is_function()
+        self.hook.is_function() && !self.hook.is_ovs()
+    }
+
+    /// A packet built from userspace: parse from its Ethernet header at skb->data.
+    pub fn from_l2(&self) -> bool {
+        self.hook == Hook::OvsExec
     }
 }
 
@@ -423,6 +493,20 @@ pub struct Path {
 }
 
 impl Path {
+    /// The same path through Open vSwitch's kernel datapath between its devices (`--ovs`): the
+    /// OVS stages right after the stages of the device the packet enters the datapath from.
+    pub fn through_ovs(mut self) -> Path {
+        let entry = match self.name {
+            "system_tx" => "internal_xmit",
+            "vm_tx" => "vm_receive",
+            _ => "phy_receive",
+        };
+        if let Some(i) = self.stages.iter().position(|s| s.name == entry) {
+            self.stages.splice(i + 1..i + 1, ovs_stages());
+        }
+        self
+    }
+
     /// Host stack to the physical interface (or from it), optionally through an internal port.
     pub fn system(dir: Direction, internal: bool) -> Path {
         match dir {
@@ -626,6 +710,16 @@ impl Path {
     }
 }
 
+fn ovs_stages() -> Vec<Stage> {
+    vec![
+        stage("ovs_receive", Hook::OvsReceive, Role::Any),
+        stage("ovs_process", Hook::OvsProcess, Role::Any),
+        stage("ovs_upcall", Hook::OvsUpcall, Role::Any),
+        stage("ovs_execute", Hook::OvsExec, Role::Any),
+        stage("ovs_send", Hook::OvsSend, Role::Any),
+    ]
+}
+
 fn phy_tx() -> Vec<Stage> {
     vec![
         stage("phy_queue", Hook::DevQueue, Role::Phy),
@@ -693,5 +787,37 @@ mod tests {
             .map(|s| s.name)
             .collect();
         assert_eq!(ends, ["phy_rx", "tap_xmit", "vm_read"]);
+    }
+
+    #[test]
+    fn ovs_stages_follow_the_device_the_packet_enters_the_datapath_from() {
+        let ovs = [
+            "ovs_receive",
+            "ovs_process",
+            "ovs_upcall",
+            "ovs_execute",
+            "ovs_send",
+        ];
+        for (path, entry) in [
+            (Path::system(Direction::Tx, true), "internal_xmit"),
+            (Path::system(Direction::Rx, true), "phy_receive"),
+            (Path::vm(Direction::Tx), "vm_receive"),
+            (Path::vm(Direction::Rx), "phy_receive"),
+        ] {
+            let p = path.through_ovs();
+            assert!(p.stages.len() <= super::super::MAX_STAGES, "{}", p.name);
+            let names: Vec<&str> = p.stages.iter().map(|s| s.name).collect();
+            let i = names.iter().position(|n| *n == entry).unwrap();
+            assert_eq!(names[i + 1..i + 6], ovs, "{}", p.name);
+            assert!(p
+                .stages
+                .iter()
+                .filter(|s| s.hook.is_ovs())
+                .all(|s| !s.ipv4()));
+            assert!(p
+                .stages
+                .iter()
+                .all(|s| s.from_l2() == (s.hook == Hook::OvsExec)));
+        }
     }
 }

@@ -176,22 +176,27 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     // bucket when packet 0 arrives; packet i, enqueued when phy_queue saw it, leaves at its
     // computed departure after that: its expected sojourn. A shaper can be late (timer and
     // softirq latency; a TCG guest's timers fire milliseconds late and the delay carries over to
-    // the packets behind), hardly early: per packet at most 2 ms early and 10 ms + 15 % late, in
-    // sum between 10 % under and 25 % over.
+    // the packets behind), hardly early: per packet at most 2 ms early and 15 % + 5 ms late
+    // (10 ms in the TCG guests of the VM tier), in sum 10 % under to as late as all of them.
     let expect: Vec<f64> = expect
         .iter()
         .zip(&enqueued)
         .map(|(d, &t)| (d - (t - enqueued[0]) as f64 / 1e9).max(0.0))
         .collect();
+    let late = if std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm") {
+        0.010
+    } else {
+        0.005
+    };
     let expected_sum: f64 = expect.iter().sum();
     let sum: f64 = sojourns.iter().sum();
     assert!(
-        sum > 0.9 * expected_sum && sum < 1.25 * expected_sum,
+        sum > 0.9 * expected_sum && sum < 1.15 * expected_sum + K as f64 * late,
         "qdisc sojourns sum {sum:.4} s, expected {expected_sum:.4} s: {sojourns:?}"
     );
     for (i, (got, want)) in sojourns.iter().zip(&expect).enumerate() {
         assert!(
-            *got > want - 0.002 && *got < want * 1.15 + 0.010,
+            *got > want - 0.002 && *got < want * 1.15 + late,
             "packet {i}: sojourn {got:.5} s, expected {want:.5} s"
         );
         // Where the shaper held a packet for long, that is most of its whole path.
@@ -1139,21 +1144,21 @@ fn ovs_datapath_stages_fire_per_packet() {
             lab.dp.forward_between(a, b).unwrap();
         }
         let [vm_if, phy_if] = &lab.host_ifs;
-        let tool = ToolRun::start(
-            VM_DETAILS,
-            &[
-                "--vm-interface",
-                vm_if,
-                "--phy-interface",
-                phy_if,
-                "--direction",
-                "tx",
-                "--protocol",
-                "icmp",
-                "--ovs",
-                "--json",
-            ],
-        );
+        let args = [
+            "--vm-interface",
+            vm_if,
+            "--phy-interface",
+            phy_if,
+            "--direction",
+            "tx",
+            "--protocol",
+            "icmp",
+            "--ovs",
+        ];
+        // What this kernel offers, shown if the test fails.
+        let plan = run_tool(VM_DETAILS, &[&args[..], &["--list-probes"]].concat());
+        eprintln!("{}\n{}", plan.stdout.join("\n"), plan.stderr.join("\n"));
+        let tool = ToolRun::start(VM_DETAILS, &[&args[..], &["--json"]].concat());
         let replies = quiet(|| {
             let r = ping(&lab.a, lab.b_ip, N, 200);
             std::thread::sleep(Duration::from_millis(200));

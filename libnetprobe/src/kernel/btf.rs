@@ -73,6 +73,12 @@ impl KernelBtf {
             || self.module_has(&[name], name, libbpf_sys::BTF_KIND_FUNC)
     }
 
+    /// Can a kprobe hook `name`: a kernel function in BTF, or a loaded module's function in
+    /// /proc/kallsyms (modules of kernels before 5.11 have no BTF of their own)?
+    pub fn has_kprobe_target(&self, name: &str) -> bool {
+        self.has_func(name) || module_of_symbol(name).is_some()
+    }
+
     /// Does the kernel, or a loaded module, have a BTF-enabled tracepoint `name` (the
     /// `btf_trace_<name>` typedef)?
     pub fn has_btf_tracepoint(&self, name: &str) -> bool {

@@ -85,7 +85,11 @@ pub struct Plan {
 fn availability(c: &Candidate, f: &Features, btf: &KernelBtf, tracefs: Option<&Path>) -> Support {
     let (kind_support, target_ok, what) = match c.kind {
         ProbeKind::Fentry => (&f.fentry, btf.has_func(c.target), "no such function in BTF"),
-        ProbeKind::Kprobe => (&f.kprobe, btf.has_func(c.target), "no such function in BTF"),
+        ProbeKind::Kprobe => (
+            &f.kprobe,
+            btf.has_kprobe_target(c.target),
+            "no such function in BTF or a module's kallsyms",
+        ),
         ProbeKind::TpBtf => (
             &f.tp_btf,
             btf.has_btf_tracepoint(c.target),

@@ -93,10 +93,7 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     require_root();
     let lab = Lab::new("lqd");
     // Resolve the neighbour first, so no packet of the burst waits for ARP.
-    ns_exec(
-        &lab.a,
-        &["ping", "-c", "1", "-W", "2", &lab.b_ip.to_string()],
-    );
+    lab.resolve_neighbour();
     // Slow enough that the shaper's delay (4.2 ms per packet) dwarfs timer and softirq
     // latency, also in the TCG-emulated VMs.
     const RATE: u64 = 2_000_000;
@@ -623,10 +620,7 @@ fn vm_writes_are_timed_to_the_physical_interface() {
 fn icmp_rtt_on_both_hosts_fits_inside_the_ping_rtt() {
     require_root();
     let lab = Lab::new("lrtt");
-    ns_exec(
-        &lab.a,
-        &["ping", "-c", "1", "-W", "2", &lab.b_ip.to_string()],
-    );
+    lab.resolve_neighbour();
     let pinger = ToolRun::start(
         ICMP_RTT,
         &[
@@ -843,10 +837,7 @@ fn flow_counts_by_dst_port(out: &ToolOutput) -> std::collections::BTreeMap<u64, 
 fn per_flow_totals_are_exact_across_flows_and_intervals() {
     require_root();
     let lab = Lab::new("lflw");
-    ns_exec(
-        &lab.a,
-        &["ping", "-c", "1", "-W", "2", &lab.b_ip.to_string()],
-    );
+    lab.resolve_neighbour();
     // va has no qdisc: each packet's state stays in its CPU's transmit slot, and its flow's
     // totals in the CPU's run of that flow until another flow (or the interval) ends it.
     let tool = ToolRun::start(
@@ -870,8 +861,12 @@ fn per_flow_totals_are_exact_across_flows_and_intervals() {
     let to = |port| SocketAddrV4::new(lab.b_ip, port);
     quiet(|| {
         send_udp(&lab.a, None, to(7310), 300, 32);
-        // Across at least one interval boundary.
-        std::thread::sleep(Duration::from_millis(1300));
+        // Across at least one interval boundary: the first report, with the first flow in it.
+        wait_until("the first interval report", WAIT, || {
+            tool.stdout_so_far()
+                .iter()
+                .any(|l| l.contains("\"type\":\"interval\""))
+        });
         send_udp(&lab.a, None, to(7311), 200, 32);
         send_udp(&lab.a, None, to(7312), 100, 32);
         send_udp(&lab.a, None, to(7311), 50, 32);
@@ -902,10 +897,7 @@ fn per_flow_totals_are_exact_across_flows_and_intervals() {
 fn sampling_tracks_one_packet_in_n() {
     require_root();
     let lab = Lab::new("lsmp");
-    ns_exec(
-        &lab.a,
-        &["ping", "-c", "1", "-W", "2", &lab.b_ip.to_string()],
-    );
+    lab.resolve_neighbour();
     let tool = ToolRun::start(
         SYS_SUMMARY,
         &[

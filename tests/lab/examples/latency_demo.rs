@@ -24,10 +24,7 @@ fn main() {
     let tool = |name: &str| format!("{bin}/{name}");
     let vl = VmLab::new("demo");
     let (a, b) = (vl.lab.a.clone(), vl.lab.b.clone());
-    ns_exec(
-        &a,
-        &["ping", "-c", "1", "-W", "2", &vl.lab.b_ip.to_string()],
-    );
+    vl.lab.resolve_neighbour();
 
     // Host stack: 20 datagrams through a 2 Mbit/s shaper on the uplink of namespace a.
     let shaper = Tbf::install(&a, Lab::A_IF, 2_000_000, 1600, TbfQueue::Bytes(100_000));

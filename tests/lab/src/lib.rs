@@ -167,14 +167,29 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Resolves b's address from a (one ping), so that no later packet waits for ARP.
+    pub fn resolve_neighbour(&self) {
+        ns_exec(
+            &self.a,
+            &["ping", "-c", "1", "-W", "2", &self.b_ip.to_string()],
+        );
+    }
+}
+
+/// Deletes a network namespace, quietly (cleanup: it may already be gone).
+pub(crate) fn delete_netns(ns: &str) {
+    let _ = Command::new("ip")
+        .args(["netns", "del", ns])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            delete_netns(ns);
         }
     }
 }

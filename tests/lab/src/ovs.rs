@@ -965,11 +965,7 @@ impl Drop for OvsLab {
     fn drop(&mut self) {
         // The datapath field drops after this body.
         for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            crate::delete_netns(ns);
         }
     }
 }

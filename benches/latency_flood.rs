@@ -33,6 +33,9 @@
 //! - the same with `--stage-latency` (adds `qdisc_dequeue`, never hit on a veth);
 //! - `system_network_latency_details … --src-port <marked> --json` at its default rate limit;
 //!   stdout goes to a temporary file, read back for the event count;
+//! - the floor: [`TimingFloor`], bpftrace's measurement as two bare `tp_btf` programs (a
+//!   timestamp in a per-CPU slot at `net_dev_queue`, a log2 histogram at `net_dev_xmit`, no
+//!   device, flow or namespace match): what the measurement itself costs on this kernel;
 //! - if `bpftrace` is on `PATH` (optional: `apt-get install bpftrace`): `@s[args->skbaddr] =
 //!   nsecs` on `tracepoint:net:net_dev_queue`, `hist()` and `delete()` on `net_dev_xmit`, on
 //!   every device (the cheapest bpftrace: the verdict's anchor) and filtered on
@@ -41,7 +44,7 @@
 //! Tools start from the `target/` profile this bench is built in (`CARGO_BIN_EXE_*`), are
 //! measured once ready (`netprobe: ready`; `Attaching` for bpftrace) and stop on SIGINT.
 //! Output: a table, the verdict for the issue's target (total-path Summary total ≤ bpftrace
-//! total / 3) and one JSON line per configuration. Run as root:
+//! total / 3, with the floor against the same limit) and one JSON line per configuration. Run as root:
 //!
 //! ```text
 //! cargo bench --bench latency_flood               # 3 repetitions, about 2 minutes
@@ -64,6 +67,7 @@ use netprobe_lab::cost::{process_cpu_ns, reported_counters, tail_lines};
 use netprobe_lab::cost::{BpfStatsEnabled, ProgStats, Progs};
 use netprobe_lab::delivery::{MarkedFlood, MarkedFlooder, UdpSink};
 use netprobe_lab::flood::{BATCH, PAYLOAD};
+use netprobe_lab::testkit::TimingFloor;
 use netprobe_lab::{ns_exec_ok, Lab, ToolRun, READY_MARKER};
 use nix::sys::signal::{self, SigHandler, Signal};
 
@@ -88,6 +92,8 @@ const BPFTRACE_DIVISOR: f64 = 3.0;
 const SUMMARY_TOTAL: &str = "summary (total path)";
 /// The anchor of the target: the cheapest bpftrace (no device filter).
 const BPFTRACE: &str = "bpftrace";
+/// The measurement alone (an empty `cmd`).
+const FLOOR: &str = "floor (timestamps only)";
 
 /// Set by SIGINT/SIGTERM: stop after the current window and clean up.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -116,7 +122,7 @@ enum Expect {
     Marked,
 }
 
-/// One configuration: a process.
+/// One configuration: a process, or the in-process floor (empty `cmd`).
 struct Config {
     name: &'static str,
     cmd: Vec<String>,
@@ -127,7 +133,7 @@ struct Config {
 impl Config {
     fn describe(&self) -> String {
         let Some((prog, args)) = self.cmd.split_first() else {
-            return String::new();
+            return "tp_btf net_dev_queue: per-CPU timestamp; net_dev_xmit: log2 histogram".into();
         };
         let prog = Path::new(prog).file_name().unwrap_or_default();
         let quote = |a: &String| {
@@ -157,8 +163,10 @@ impl Config {
 
 fn configs(ns_a: &str, marked_port: u16, bpftrace: Option<&Path>) -> Vec<Config> {
     let cfg = |name, program: &str, args: &[&str], stdout, expect| {
-        let mut cmd = vec![program.to_owned()];
-        cmd.extend(args.iter().map(|a| (*a).to_string()));
+        let mut cmd: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
+        if !program.is_empty() {
+            cmd.insert(0, program.to_owned());
+        }
         Config {
             name,
             cmd,
@@ -182,6 +190,7 @@ fn configs(ns_a: &str, marked_port: u16, bpftrace: Option<&Path>) -> Vec<Config>
     let port = marked_port.to_string();
     let details = [&path[..], &["--src-port", &port]].concat();
     let mut v = vec![
+        cfg(FLOOR, "", &[], Stdout::Pipe, Expect::All),
         cfg(SUMMARY_TOTAL, SUMMARY, &summary, Stdout::Pipe, Expect::All),
         cfg(
             "summary --stage-latency",
@@ -323,8 +332,10 @@ fn bpftrace_hist_count(lines: &[String]) -> u64 {
 fn window(cfg: Option<&Config>, rig: &Rig, k: usize) -> Result<Sample, Failed> {
     let name = format!("netprobe-latency-flood-{}-{k}.jsonl", std::process::id());
     let out = TempFile(std::env::temp_dir().join(name));
-    let mut tool = None;
-    if let Some(c) = cfg {
+    let (mut floor, mut tool) = (None, None);
+    if cfg.is_some_and(|c| c.cmd.is_empty()) {
+        floor = Some(TimingFloor::attach()?);
+    } else if let Some(c) = cfg {
         let marker = if c.stdout == Stdout::Stderr {
             "Attaching"
         } else {
@@ -337,7 +348,11 @@ fn window(cfg: Option<&Config>, rig: &Rig, k: usize) -> Result<Sample, Failed> {
     }
     let warm = rig.flooder.run(WARMUP).map_err(Failed::Flood)?;
     let pid = tool.as_ref().map(ToolRun::pid);
-    let progs = pid.map(Progs::of_process).transpose()?;
+    let progs = match (&floor, pid) {
+        (Some(f), _) => Some(Progs::of_fds(f.prog_fds())?),
+        (_, Some(pid)) => Some(Progs::of_process(pid)?),
+        _ => None,
+    };
     let edge = || -> Result<(u64, u64, ProgStats, u64), Failed> {
         let bpf = progs
             .as_ref()
@@ -360,6 +375,14 @@ fn window(cfg: Option<&Config>, rig: &Rig, k: usize) -> Result<Sample, Failed> {
         user_ns: u1.saturating_sub(u0),
         reported: BTreeMap::new(),
     };
+    let expected = |c: &Config| match c.expect {
+        Expect::All => warm.flood.packets + sender.flood.packets,
+        Expect::Marked => warm.marked + sender.marked,
+    };
+    if let (Some(f), Some(c)) = (&floor, cfg) {
+        s.reported = BTreeMap::from([("measured", f.count()?), ("expected", expected(c))]);
+        return Ok(s);
+    }
     let (Some(tool), Some(c)) = (tool, cfg) else {
         return Ok(s);
     };
@@ -373,11 +396,7 @@ fn window(cfg: Option<&Config>, rig: &Rig, k: usize) -> Result<Sample, Failed> {
         Stdout::File => details_counters(&out.0),
         Stdout::Stderr => BTreeMap::from([("measured", bpftrace_hist_count(&exit.stderr))]),
     };
-    let expected = match c.expect {
-        Expect::All => warm.flood.packets + sender.flood.packets,
-        Expect::Marked => warm.marked + sender.marked,
-    };
-    s.reported.insert("expected", expected);
+    s.reported.insert("expected", expected(c));
     Ok(s)
 }
 
@@ -601,13 +620,22 @@ fn print_report(baseline: &Row, rows: &[Row], bpftrace: bool) {
         _ if !bpftrace => {
             println!("verdict: {target}: NOT RUN (bpftrace not on PATH; apt-get install bpftrace)")
         }
-        (Some(s), Some(b), Some(x)) => println!(
-            "verdict: {target}: {} (summary {s:.1}, bpftrace {b:.1} ns/pkt: {x:.2}x, limit \
-             {limit:.2}x; medians; sender extra {:.0} vs {:.0} ns/pkt)",
-            verdict(x <= limit),
-            extra(SUMMARY_TOTAL),
-            extra(BPFTRACE)
-        ),
+        (Some(s), Some(b), Some(x)) => {
+            println!(
+                "verdict: {target}: {} (summary {s:.1}, bpftrace {b:.1} ns/pkt: {x:.2}x, limit \
+                 {limit:.2}x; medians; sender extra {:.0} vs {:.0} ns/pkt)",
+                verdict(x <= limit),
+                extra(SUMMARY_TOTAL),
+                extra(BPFTRACE)
+            );
+            if let (Some(f), Some(fx)) = (total(FLOOR), med(FLOOR, "x_bpftrace")) {
+                println!(
+                    "         the floor (the measurement alone) costs {f:.1} ns/pkt: {fx:.2}x \
+                     bpftrace; the summary adds {:.1} ns/pkt to it",
+                    s - f
+                );
+            }
+        }
         _ => println!("verdict: {target}: NO DATA"),
     }
 }

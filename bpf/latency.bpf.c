@@ -259,6 +259,30 @@ static __always_inline int lat_key_of_tcp_sock(struct sk_buff *skb, struct lat_s
 	return 1;
 }
 
+/*
+ * An ICMP packet's identity: @id_seq, its echo id and sequence. For kernel_icmp_rtt a request
+ * and its reply share a key (the reply's addresses are swapped back), and anything but an
+ * echo is not keyed (0).
+ */
+static __always_inline int lat_icmp_key(struct lat_scratch *s, __u8 type, __u32 id_seq)
+{
+	struct lat_key *k = &s->key;
+	__u8 tmp[16];
+
+	s->state.icmp_type = type;
+	k->id = id_seq;
+	if (!lat_cfg.icmp_rtt)
+		return 1;
+	if (type == 8 || type == 128)
+		return 1;
+	if (type != 0 && type != 129)
+		return 0;
+	__builtin_memcpy(tmp, k->flow.saddr, 16);
+	__builtin_memcpy(k->flow.saddr, k->flow.daddr, 16);
+	__builtin_memcpy(k->flow.daddr, tmp, 16);
+	return 1;
+}
+
 /* The L4 part of a packet's identity from plain loads at @l4 (see lat_key_of). */
 static __always_inline int lat_key_l4_btf(struct lat_scratch *s, unsigned char *l4, __u8 l4proto,
 					  __u16 proto)
@@ -282,21 +306,10 @@ static __always_inline int lat_key_l4_btf(struct lat_scratch *s, unsigned char *
 			k->id = ((__u32)bpf_ntohs(uh->len) << 16) | bpf_ntohs(uh->check);
 	} else if (l4proto == NP_IPPROTO_ICMP || l4proto == NP_IPPROTO_ICMPV6) {
 		struct icmphdr *ih = bpf_rdonly_cast(l4, bpf_core_type_id_kernel(struct icmphdr));
-		__u8 type = ih->type;
 
-		s->state.icmp_type = type;
-		k->id = ((__u32)bpf_ntohs(ih->un.echo.id) << 16) | bpf_ntohs(ih->un.echo.sequence);
-		if (lat_cfg.icmp_rtt) {
-			if (type == 0 || type == 129) {
-				__u8 tmp[16];
-
-				__builtin_memcpy(tmp, k->flow.saddr, 16);
-				__builtin_memcpy(k->flow.saddr, k->flow.daddr, 16);
-				__builtin_memcpy(k->flow.daddr, tmp, 16);
-			} else if (type != 8 && type != 128) {
-				return 0;
-			}
-		}
+		return lat_icmp_key(s, ih->type,
+				    ((__u32)bpf_ntohs(ih->un.echo.id) << 16) |
+					    bpf_ntohs(ih->un.echo.sequence));
 	}
 	return 1;
 }
@@ -321,24 +334,16 @@ static __always_inline int lat_key_of_btf(struct sk_buff *skb, struct lat_scratc
 
 		proto = bpf_ntohs(eth->h_proto);
 		base = skb->data + NP_ETH_HLEN;
-		if (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD) {
-			struct vlan_hdr *vh =
-				bpf_rdonly_cast(base, bpf_core_type_id_kernel(struct vlan_hdr));
-
-			proto = bpf_ntohs(vh->h_vlan_encapsulated_proto);
-			base += 4;
-		}
 	} else if (from_data) {
 		base = skb->data;
-		if (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD) {
-			struct vlan_hdr *vh =
-				bpf_rdonly_cast(base, bpf_core_type_id_kernel(struct vlan_hdr));
-
-			proto = bpf_ntohs(vh->h_vlan_encapsulated_proto);
-			base += 4;
-		}
 	} else {
 		base = skb->head + skb->network_header;
+	}
+	if (from_data && (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD)) {
+		struct vlan_hdr *vh = bpf_rdonly_cast(base, bpf_core_type_id_kernel(struct vlan_hdr));
+
+		proto = bpf_ntohs(vh->h_vlan_encapsulated_proto);
+		base += 4;
 	}
 	k->flow.ethertype = proto;
 	if (proto == NP_ETH_P_IP) {
@@ -362,18 +367,13 @@ static __always_inline int lat_key_of_btf(struct sk_buff *skb, struct lat_scratc
 	}
 	if (proto == NP_ETH_P_IPV6) {
 		struct ipv6hdr *ip6 = bpf_rdonly_cast(base, bpf_core_type_id_kernel(struct ipv6hdr));
-		__u32 *sa = (__u32 *)k->flow.saddr, *da = (__u32 *)k->flow.daddr;
 
 		if ((*(__u8 *)ip6 >> 4) != 6)
 			return 0;
 		l4proto = ip6->nexthdr;
 		k->flow.l3 = NP_L3_IPV6;
 		k->flow.l4proto = l4proto;
-#pragma unroll
-		for (int i = 0; i < 4; i++) {
-			sa[i] = ip6->saddr.in6_u.u6_addr32[i];
-			da[i] = ip6->daddr.in6_u.u6_addr32[i];
-		}
+		np_ipv6_addrs_btf(ip6, &k->flow);
 		return lat_key_l4_btf(s, base + 40, l4proto, proto);
 	}
 	return 0;
@@ -402,27 +402,20 @@ static __always_inline int lat_key_of(struct sk_buff *skb, struct lat_scratch *s
 		bpf_probe_read_kernel(&outer, sizeof(outer), base + 12);
 		proto = bpf_ntohs(outer);
 		base += NP_ETH_HLEN;
-		if (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD) {
-			__be16 inner = 0;
-
-			bpf_probe_read_kernel(&inner, sizeof(inner), base + 2);
-			proto = bpf_ntohs(inner);
-			base += 4;
-		}
 	} else if (from_data) {
 		base = NP_RD(direct, skb->data, skb, data);
-		if (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD) {
-			__be16 inner = 0;
-
-			bpf_probe_read_kernel(&inner, sizeof(inner), base + 2);
-			proto = bpf_ntohs(inner);
-			base += 4;
-		}
 	} else {
 		unsigned char *head = NP_RD(direct, skb->head, skb, head);
 		__u16 nh = NP_RD(direct, skb->network_header, skb, network_header);
 
 		base = head + nh;
+	}
+	if (from_data && (proto == NP_ETH_P_8021Q || proto == NP_ETH_P_8021AD)) {
+		__be16 inner = 0;
+
+		bpf_probe_read_kernel(&inner, sizeof(inner), base + 2);
+		proto = bpf_ntohs(inner);
+		base += 4;
 	}
 	if (proto != NP_ETH_P_IP && proto != NP_ETH_P_IPV6)
 		return 0;
@@ -474,22 +467,8 @@ static __always_inline int lat_key_of(struct sk_buff *skb, struct lat_scratch *s
 		if (proto == NP_ETH_P_IPV6)
 			k->id = ((__u32)((l4[4] << 8) | l4[5]) << 16) | (l4[6] << 8) | l4[7];
 	} else if (l4proto == NP_IPPROTO_ICMP || l4proto == NP_IPPROTO_ICMPV6) {
-		__u8 type = l4[0];
-
-		s->state.icmp_type = type;
-		k->id = ((__u32)((l4[4] << 8) | l4[5]) << 16) | (l4[6] << 8) | l4[7];
-		if (lat_cfg.icmp_rtt) {
-			/* Request and reply share a key: the reply's addresses are swapped back. */
-			if (type == 0 || type == 129) {
-				__u8 tmp[16];
-
-				__builtin_memcpy(tmp, k->flow.saddr, 16);
-				__builtin_memcpy(k->flow.saddr, k->flow.daddr, 16);
-				__builtin_memcpy(k->flow.daddr, tmp, 16);
-			} else if (type != 8 && type != 128) {
-				return 0;
-			}
-		}
+		return lat_icmp_key(s, l4[0],
+				    ((__u32)((l4[4] << 8) | l4[5]) << 16) | (l4[6] << 8) | l4[7]);
 	}
 	return 1;
 }

@@ -221,6 +221,18 @@ static __always_inline void np_parse_skb(struct sk_buff *skb, struct np_pkt *p, 
 /* 6.2+: an untrusted BTF pointer from an address; loads through it need no helper call. */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
+/* An IPv6 header's addresses into @f, with plain loads (@ip6 from bpf_rdonly_cast). */
+static __always_inline void np_ipv6_addrs_btf(const struct ipv6hdr *ip6, struct np_flow *f)
+{
+	__u32 *s = (__u32 *)f->saddr, *d = (__u32 *)f->daddr;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		s[i] = ip6->saddr.in6_u.u6_addr32[i];
+		d[i] = ip6->daddr.in6_u.u6_addr32[i];
+	}
+}
+
 /*
  * The flow of an IPv4/IPv6 packet with plain (fault-safe) loads through bpf_rdonly_cast, for
  * tp_btf programs on kernels that have it: a summary key without a bpf_probe_read_kernel call.
@@ -255,16 +267,11 @@ static __always_inline int np_parse_flow_btf(struct sk_buff *skb, struct np_pkt 
 	} else if (proto == NP_ETH_P_IPV6) {
 		struct ipv6hdr *ip6 =
 			bpf_rdonly_cast(head + net, bpf_core_type_id_kernel(struct ipv6hdr));
-		__u32 *s = (__u32 *)p->flow.saddr, *d = (__u32 *)p->flow.daddr;
 
 		l4 = ip6->nexthdr;
 		p->flow.l3 = NP_L3_IPV6;
 		p->flow.l4proto = l4;
-#pragma unroll
-		for (int i = 0; i < 4; i++) {
-			s[i] = ip6->saddr.in6_u.u6_addr32[i];
-			d[i] = ip6->daddr.in6_u.u6_addr32[i];
-		}
+		np_ipv6_addrs_btf(ip6, &p->flow);
 		net += 40;
 	} else {
 		return 0;

@@ -34,3 +34,64 @@ int count_drop(void *ctx)
 		(*n)++;
 	return 0;
 }
+
+/*
+ * The latency benchmark's floor: bpftrace's two-stage measurement (a timestamp at
+ * net_dev_queue, a log2 histogram of the time to net_dev_xmit) with nothing else — no device,
+ * flow or namespace match, no packet identity beyond the skb. A device without a qdisc
+ * transmits synchronously, so one slot per CPU holds the packet in flight.
+ */
+struct floor_slot {
+	__u64 skb;
+	__u64 ts;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct floor_slot);
+} floor_slot SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} floor_hist SEC(".maps");
+
+SEC("tp_btf/net_dev_queue")
+int floor_queue(__u64 *ctx)
+{
+	__u32 key = 0;
+	struct floor_slot *s = bpf_map_lookup_elem(&floor_slot, &key);
+
+	if (s) {
+		s->skb = ctx[0];
+		s->ts = bpf_ktime_get_ns();
+	}
+	return 0;
+}
+
+SEC("tp_btf/net_dev_xmit")
+int floor_xmit(__u64 *ctx)
+{
+	__u32 key = 0, slot = 0;
+	struct floor_slot *s = bpf_map_lookup_elem(&floor_slot, &key);
+	__u64 *n, v;
+
+	if (!s || s->skb != ctx[0])
+		return 0;
+	s->skb = 0;
+	v = bpf_ktime_get_ns() - s->ts;
+	if (v >> 32) { v >>= 32; slot += 32; }
+	if (v >> 16) { v >>= 16; slot += 16; }
+	if (v >> 8) { v >>= 8; slot += 8; }
+	if (v >> 4) { v >>= 4; slot += 4; }
+	if (v >> 2) { v >>= 2; slot += 2; }
+	if (v >> 1) slot += 1;
+	n = bpf_map_lookup_elem(&floor_hist, &slot);
+	if (n)
+		(*n)++;
+	return 0;
+}

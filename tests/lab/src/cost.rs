@@ -118,17 +118,26 @@ impl Progs {
 
     /// The program behind `fd` (a program descriptor of this process).
     pub fn of_fd(fd: &OwnedFd) -> Result<Progs, String> {
-        let own = fd
-            .try_clone()
-            .map_err(|e| format!("dup BPF program fd: {e}"))?;
-        let id = read_fdinfo(&own).and_then(|t| {
-            fdinfo_field(&t, "prog_id")
-                .and_then(|id| u32::try_from(id).ok())
-                .ok_or_else(|| format!("fd {} is not a BPF program", own.as_raw_fd()))
-        })?;
-        Ok(Progs {
-            progs: vec![(id, own)],
-        })
+        Self::of_fds(std::slice::from_ref(fd))
+    }
+
+    /// The programs behind `fds` (program descriptors of this process).
+    pub fn of_fds(fds: &[OwnedFd]) -> Result<Progs, String> {
+        let progs = fds
+            .iter()
+            .map(|fd| {
+                let own = fd
+                    .try_clone()
+                    .map_err(|e| format!("dup BPF program fd: {e}"))?;
+                let id = read_fdinfo(&own).and_then(|t| {
+                    fdinfo_field(&t, "prog_id")
+                        .and_then(|id| u32::try_from(id).ok())
+                        .ok_or_else(|| format!("fd {} is not a BPF program", own.as_raw_fd()))
+                })?;
+                Ok((id, own))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Progs { progs })
     }
 
     /// Ids of the programs.

@@ -26,6 +26,8 @@ pub fn push_vlan_on_egress(ifname: &str, vlan_id: u16) -> Result<(), String> {
     }
     // Only the tc program: tp_btf needs a BTF kernel, which old VM kernels are not.
     open.progs.count_drop.set_autoload(false);
+    open.progs.floor_queue.set_autoload(false);
+    open.progs.floor_xmit.set_autoload(false);
     let skel = open.load().map_err(|e| format!("load testkit: {e}"))?;
     let mut hook = TcHookBuilder::new(skel.progs.push_vlan.as_fd())
         .ifindex(ifindex as i32)
@@ -60,6 +62,8 @@ impl DropCounter {
             .open(&mut storage)
             .map_err(|e| format!("open testkit: {e}"))?;
         open.progs.push_vlan.set_autoload(false);
+        open.progs.floor_queue.set_autoload(false);
+        open.progs.floor_xmit.set_autoload(false);
         let skel = open.load().map_err(|e| format!("load testkit: {e}"))?;
         let prog = &skel.progs.count_drop;
         let link = prog
@@ -96,5 +100,71 @@ impl DropCounter {
             .iter()
             .filter_map(|v| v.get(..8)?.try_into().ok().map(u64::from_ne_bytes))
             .sum())
+    }
+}
+
+/// The latency benchmark's floor: bpftrace's two-stage measurement (`net_dev_queue` timestamp,
+/// log2 histogram at `net_dev_xmit`) and nothing else, on every device without a qdisc (one
+/// slot per CPU: the transmit is synchronous there). Attached while the guard lives.
+pub struct TimingFloor {
+    // Declared first, so dropped first: detaching is what the guard is for.
+    _links: [Link; 2],
+    progs: [OwnedFd; 2],
+    hist: MapHandle,
+}
+
+impl TimingFloor {
+    /// Loads and attaches both programs (needs a kernel with BTF, 5.5 or later).
+    pub fn attach() -> Result<TimingFloor, String> {
+        let mut storage = MaybeUninit::uninit();
+        let mut open = TestkitSkelBuilder::default()
+            .open(&mut storage)
+            .map_err(|e| format!("open testkit: {e}"))?;
+        open.progs.push_vlan.set_autoload(false);
+        open.progs.count_drop.set_autoload(false);
+        let skel = open.load().map_err(|e| format!("load testkit: {e}"))?;
+        let (queue, xmit) = (&skel.progs.floor_queue, &skel.progs.floor_xmit);
+        let attach = |p: &libbpf_rs::ProgramMut, tp: &str| {
+            p.attach().map_err(|e| format!("attach tp_btf/{tp}: {e}"))
+        };
+        let links = [
+            attach(queue, "net_dev_queue")?,
+            attach(xmit, "net_dev_xmit")?,
+        ];
+        let dup = |p: &libbpf_rs::ProgramMut| {
+            p.as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("dup program fd: {e}"))
+        };
+        let progs = [dup(queue)?, dup(xmit)?];
+        let hist =
+            MapHandle::try_from(&skel.maps.floor_hist).map_err(|e| format!("map handle: {e}"))?;
+        Ok(TimingFloor {
+            _links: links,
+            progs,
+            hist,
+        })
+    }
+
+    /// The programs' file descriptors (for their `bpf_prog_info` run time and count).
+    pub fn prog_fds(&self) -> &[OwnedFd; 2] {
+        &self.progs
+    }
+
+    /// Packets timed so far (the histogram's count), summed over the CPUs.
+    pub fn count(&self) -> Result<u64, String> {
+        let mut total = 0;
+        for slot in 0..64_u32 {
+            let per_cpu = self
+                .hist
+                .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
+                .map_err(|e| format!("read floor_hist: {e}"))?
+                .unwrap_or_default();
+            total += per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8)?.try_into().ok().map(u64::from_ne_bytes))
+                .sum::<u64>();
+        }
+        Ok(total)
     }
 }

@@ -1066,18 +1066,6 @@ fn signals_leave_no_latency_program_behind() {
     }
 }
 
-/// Ids of every loaded BPF program.
-fn loaded_prog_ids() -> Vec<u32> {
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .expect("bpftool");
-    let v: Vec<Value> = serde_json::from_slice(&out.stdout).expect("bpftool -j");
-    v.iter()
-        .filter_map(|p| p["id"].as_u64().and_then(|i| u32::try_from(i).ok()))
-        .collect()
-}
-
 /// A VM's path through Open vSwitch's kernel datapath: the lab's namespace `a` stands for the
 /// VM (its veth peer is the "tap", an OVS port), the other port is the "physical" side. With
 /// flows installed up front every echo request passes receive, lookup and send; with a

@@ -44,6 +44,10 @@ pub mod skel {
     pub mod latency {
         include!(concat!(env!("OUT_DIR"), "/latency.skel.rs"));
     }
+    /// The tun probe set's BPF object (tap tx rings).
+    pub mod tun {
+        include!(concat!(env!("OUT_DIR"), "/tun.skel.rs"));
+    }
     /// The kit's shared types (`bpf/kit.bpf.c`: stats, kit config, boundary enums).
     pub mod kit {
         include!(concat!(env!("OUT_DIR"), "/kit.skel.rs"));

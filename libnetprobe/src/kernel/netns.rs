@@ -130,6 +130,20 @@ impl Netns {
         }
     }
 
+    /// Index of interface `name` in this namespace, `None` if there is none.
+    pub fn find_ifindex(&self, name: &str) -> Result<Option<u32>> {
+        let owned = name.to_string();
+        self.run_inside(move || nix::net::if_::if_nametoindex(owned.as_str()).ok())
+            .map(|i| i.filter(|&i| i > 0))
+    }
+
+    /// The driver of interface `name` in this namespace (`tun`, `veth`, `virtio_net`), from
+    /// the `ETHTOOL_GDRVINFO` ioctl; `None` if the interface does not answer it.
+    pub fn driver(&self, name: &str) -> Result<Option<String>> {
+        let owned = name.to_string();
+        self.run_inside(move || interface_driver(&owned))
+    }
+
     /// All interfaces of this namespace, by index.
     pub fn interfaces(&self) -> HashMap<u32, String> {
         self.run_inside(|| {
@@ -143,6 +157,64 @@ impl Netns {
         })
         .unwrap_or_default()
     }
+}
+
+/// The driver of interface `name` in the calling thread's namespace (`ETHTOOL_GDRVINFO`).
+fn interface_driver(name: &str) -> Option<String> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GDRVINFO: u32 = 3;
+    /// `struct ethtool_drvinfo` (include/uapi/linux/ethtool.h).
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        counts: [u32; 5],
+    }
+    /// `struct ifreq` with `ifr_data`.
+    #[repr(C)]
+    struct IfReqData {
+        name: [u8; 16],
+        data: *mut DrvInfo,
+        _pad: [u8; 16],
+    }
+    if name.is_empty() || name.len() >= 16 {
+        return None;
+    }
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        version: [0; 32],
+        fw_version: [0; 32],
+        bus_info: [0; 32],
+        erom_version: [0; 32],
+        reserved2: [0; 12],
+        counts: [0; 5],
+    };
+    let mut req = IfReqData {
+        name: [0; 16],
+        data: &mut info,
+        _pad: [0; 16],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: plain socket(2); the result is checked and owned below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: `req` is a valid ifreq whose data pointer targets `info`; both outlive the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req) };
+    if rc != 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
 /// The cookie of the calling thread's namespace, from a socket created in it (5.14+).

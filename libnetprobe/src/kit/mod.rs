@@ -5,6 +5,7 @@
 //! - [`StatsReader`] / [`BpfStats`]: the `stats` map of `bpf/include/np_common.h` plus the
 //!   programs' recursion misses and run time, as one type every report flattens in.
 //! - [`drain()`]: batched read-and-clear of hash maps, with the per-key fallback.
+//! - [`take_percpu()`]: read-and-zero of a per-CPU array's old interval generation.
 //! - [`EventRing`]: a ring buffer of a skeleton-generated event type.
 //! - [`StackPolicy`] / [`StackStore`]: how stacks are walked, and their symbolized frames.
 //! - [`ProbeSet`]: a set's name and probe points, for plans and `netprobe_check`.
@@ -13,6 +14,7 @@
 //! See the crate documentation ("Adding a probe set") for a walk-through.
 pub mod drain;
 pub mod load;
+pub mod percpu;
 pub mod ring;
 pub mod set;
 pub mod stacks;
@@ -20,6 +22,7 @@ pub mod stats;
 
 pub use drain::{drain, reset_u64};
 pub use load::{load, LoadSpec, LoadedSet};
+pub use percpu::take_percpu;
 pub use ring::EventRing;
 pub use set::ProbeSet;
 pub use stacks::{StackMode, StackPolicy, StackStore};

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub mod drop;
 pub mod latency;
 pub mod table;
+pub mod tun;
 pub use table::Table;
 
 /// Buffered stdout: callers write a batch (an interval report, a poll's events) and flush

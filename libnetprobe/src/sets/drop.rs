@@ -468,15 +468,7 @@ fn mac(m: &[u8; 6]) -> String {
 }
 
 fn flow_view(f: &types::np_flow) -> FlowView {
-    FlowView::decode(
-        &f.saddr,
-        &f.daddr,
-        f.sport,
-        f.dport,
-        f.ethertype,
-        f.l3,
-        f.l4proto,
-    )
+    crate::flow_view!(f)
 }
 
 /// A loaded and attached drop probe set.

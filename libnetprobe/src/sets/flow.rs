@@ -114,6 +114,24 @@ impl FlowView {
     }
 }
 
+/// Decodes any skeleton's generated `np_flow` (each set's skeleton has its own copy of the
+/// type, with the same fields) into a [`FlowView`].
+#[macro_export]
+macro_rules! flow_view {
+    ($f:expr) => {{
+        let f = &$f;
+        $crate::sets::flow::FlowView::decode(
+            &f.saddr,
+            &f.daddr,
+            f.sport,
+            f.dport,
+            f.ethertype,
+            f.l3,
+            f.l4proto,
+        )
+    }};
+}
+
 /// TCP flags as letters (`S`, `A`, `F`, `R`, `P`, `U`, `E`, `C`).
 pub fn tcp_flags(f: u8) -> String {
     const NAMES: [(u8, char); 8] = [

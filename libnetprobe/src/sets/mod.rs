@@ -3,6 +3,7 @@
 pub mod drop;
 pub mod flow;
 pub mod latency;
+pub mod tun;
 
 use crate::kit::set::SetInfo;
 
@@ -11,5 +12,6 @@ pub fn all() -> Vec<SetInfo> {
     vec![
         SetInfo::of::<drop::DropSet>(),
         SetInfo::of::<latency::LatencySet>(),
+        SetInfo::of::<tun::TunSet>(),
     ]
 }

@@ -95,3 +95,24 @@ int floor_xmit(__u64 *ctx)
 		(*n)++;
 	return 0;
 }
+
+/*
+ * A tun steering program (TUNSETSTEERINGEBPF): the queue of an IPv4 UDP packet is its
+ * destination port (tun takes it modulo the queue count); anything else goes to queue 0.
+ * It runs at the device's queue selection, where skb->data is the Ethernet header.
+ */
+SEC("socket")
+int steer_by_dport(struct __sk_buff *skb)
+{
+	__u16 eth_proto = 0, port = 0;
+	__u8 vihl = 0, proto = 0;
+
+	if (bpf_skb_load_bytes(skb, 12, &eth_proto, 2) || eth_proto != bpf_htons(0x0800))
+		return 0;
+	if (bpf_skb_load_bytes(skb, 14, &vihl, 1) || bpf_skb_load_bytes(skb, 23, &proto, 1) ||
+	    proto != 17)
+		return 0;
+	if (bpf_skb_load_bytes(skb, 14 + (vihl & 0x0f) * 4 + 2, &port, 2))
+		return 0;
+	return bpf_ntohs(port);
+}

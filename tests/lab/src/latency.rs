@@ -39,7 +39,7 @@
 //! veths, their neighbour and fdb entries). [`Tbf`] removes its qdisc on drop.
 use crate::kvm::KvmIrqfd;
 use crate::{eth_frame, in_netns, ipv4_checksum, ns_exec, ns_exec_ok, udp_ipv4_frame, Lab};
-use crate::{IfReq, IFF_NO_PI, IFF_TAP, TUNSETIFF};
+use crate::{IfReq, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, TUNSETIFF};
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::net::Ipv4Addr;
@@ -202,6 +202,8 @@ struct Shared {
     ctl: Mutex<Ctl>,
     cv: Condvar,
     frames: AtomicU64,
+    /// Frames read, by queue (index of the fd).
+    queue_frames: Mutex<Vec<u64>>,
     /// `signal()` calls the reader made on its irqfd.
     notifications: AtomicU64,
     udp_by_dport: Mutex<HashMap<u16, u64>>,
@@ -232,7 +234,8 @@ pub struct TapVm {
     pub mac: [u8; 6],
     /// The VM's IPv4 address (the source of its frames).
     pub ip: Ipv4Addr,
-    fd: Arc<OwnedFd>,
+    /// One fd per queue; the first is the one the VM writes to.
+    fds: Arc<Vec<OwnedFd>>,
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
     reader_tid: u32,
@@ -244,45 +247,61 @@ impl TapVm {
     /// `ns` and starts the reader. The device is left down, unenslaved and without address:
     /// the caller configures it. `mac`/`ip` are the VM's (used by [`TapVm::send_udp_from_vm`]).
     pub fn create(ns: &str, name: &str, mac: [u8; 6], ip: Ipv4Addr) -> TapVm {
+        Self::create_queues(ns, name, mac, ip, 1)
+    }
+
+    /// As [`TapVm::create`], with `queues` queues (`IFF_MULTI_QUEUE` when more than one):
+    /// one fd per queue, all read by the one reader thread, in turn.
+    pub fn create_queues(ns: &str, name: &str, mac: [u8; 6], ip: Ipv4Addr, queues: usize) -> TapVm {
         assert!(name.len() < 16, "tap name {name:?} too long");
+        assert!((1..=256).contains(&queues), "{queues} tap queues");
         let (name_owned, ns_owned) = (name.to_owned(), ns.to_owned());
+        let flags = IFF_TAP | IFF_NO_PI | if queues > 1 { IFF_MULTI_QUEUE } else { 0 };
         // Opened inside `ns`, the tun socket and so the device belong to `ns` from the start:
         // nothing is created in the caller's namespace, where parallel labs would collide.
-        let fd: OwnedFd = in_netns(ns, move || {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open("/dev/net/tun")
-                .unwrap_or_else(|e| panic!("open /dev/net/tun in {ns_owned}: {e}"));
-            let mut req = IfReq {
-                name: [0; 16],
-                flags: IFF_TAP | IFF_NO_PI,
-                _pad: [0; 22],
-            };
-            req.name[..name_owned.len()].copy_from_slice(name_owned.as_bytes());
-            // SAFETY: `req` is a correctly laid-out ifreq that outlives the call.
-            let rc =
-                unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, std::ptr::addr_of_mut!(req)) };
-            assert!(
-                rc == 0,
-                "TUNSETIFF {name_owned} in {ns_owned}: {}",
-                std::io::Error::last_os_error()
-            );
-            OwnedFd::from(file)
+        let fds: Vec<OwnedFd> = in_netns(ns, move || {
+            (0..queues)
+                .map(|_| {
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .custom_flags(libc::O_NONBLOCK)
+                        .open("/dev/net/tun")
+                        .unwrap_or_else(|e| panic!("open /dev/net/tun in {ns_owned}: {e}"));
+                    let mut req = IfReq {
+                        name: [0; 16],
+                        flags,
+                        _pad: [0; 22],
+                    };
+                    req.name[..name_owned.len()].copy_from_slice(name_owned.as_bytes());
+                    // SAFETY: `req` is a correctly laid-out ifreq that outlives the call.
+                    let rc = unsafe {
+                        libc::ioctl(file.as_raw_fd(), TUNSETIFF, std::ptr::addr_of_mut!(req))
+                    };
+                    assert!(
+                        rc == 0,
+                        "TUNSETIFF {name_owned} in {ns_owned}: {}",
+                        std::io::Error::last_os_error()
+                    );
+                    OwnedFd::from(file)
+                })
+                .collect()
         });
-        let fd = Arc::new(fd);
-        let shared = Arc::new(Shared::default());
+        let fds = Arc::new(fds);
+        let shared = Arc::new(Shared {
+            queue_frames: Mutex::new(vec![0; queues]),
+            ..Shared::default()
+        });
         let (tid_tx, tid_rx) = mpsc::channel();
         let reader = {
-            let (fd, shared) = (Arc::clone(&fd), Arc::clone(&shared));
+            let (fds, shared) = (Arc::clone(&fds), Arc::clone(&shared));
             thread::Builder::new()
                 .name(format!("tapvm-{name}"))
                 .spawn(move || {
                     // SAFETY: gettid(2) has no preconditions.
                     let tid = unsafe { libc::gettid() };
                     let _ = tid_tx.send(u32::try_from(tid).unwrap_or(0));
-                    if let Err(e) = reader_loop(&fd, &shared) {
+                    if let Err(e) = reader_loop(&fds, &shared) {
                         lock(&shared.ctl).died = Some(e);
                         shared.cv.notify_all();
                     }
@@ -297,7 +316,7 @@ impl TapVm {
             ns: ns.to_owned(),
             mac,
             ip,
-            fd,
+            fds,
             shared,
             reader: Some(reader),
             reader_tid,
@@ -359,6 +378,20 @@ impl TapVm {
         self.shared.frames.load(Ordering::SeqCst)
     }
 
+    /// Frames read so far from queue `queue` (0 for a queue the tap does not have).
+    pub fn frames_read_on(&self, queue: usize) -> u64 {
+        lock(&self.shared.queue_frames)
+            .get(queue)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The fd of queue `queue` (to attach a steering program, for one).
+    pub fn queue_fd(&self, queue: usize) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.fds.get(queue).map(|fd| fd.as_fd())
+    }
+
     /// Frames read so far that were untagged Ethernet/IPv4/UDP (first fragment or whole)
     /// with destination port `port`.
     pub fn udp_frames_to(&self, port: u16) -> u64 {
@@ -406,7 +439,7 @@ impl TapVm {
     pub fn write_frame(&self, frame: &[u8]) {
         // SAFETY: the pointer/length pair describes the live `frame` buffer and the fd is
         // open for as long as `self` lives.
-        let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        let n = unsafe { libc::write(self.fds[0].as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
         assert!(
             n >= 0,
             "write of a {}-byte frame to tap {}: {}",
@@ -496,10 +529,11 @@ impl Notify {
     }
 }
 
-/// The reader thread: reads frames while not paused, until told to stop. It reads until
-/// `EAGAIN`, ends the batch there (signalling the irqfd, if enabled), and then waits in
-/// `poll()`. The controls are checked before every read.
-fn reader_loop(fd: &OwnedFd, shared: &Shared) -> Result<(), String> {
+/// The reader thread: reads frames while not paused, until told to stop. It reads one frame
+/// from each queue in turn until every queue says `EAGAIN`, ends the batch there (signalling
+/// the irqfd, if enabled), and then waits in `poll()`. The controls are checked before every
+/// round of reads.
+fn reader_loop(fds: &[OwnedFd], shared: &Shared) -> Result<(), String> {
     let mut buf = vec![0u8; 65_536];
     let mut notify = Notify::default();
     loop {
@@ -521,38 +555,47 @@ fn reader_loop(fd: &OwnedFd, shared: &Shared) -> Result<(), String> {
                 return Ok(());
             }
         }
-        // SAFETY: `buf` is a live buffer of `buf.len()` bytes; the fd is open (we hold it).
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            match err.kind() {
-                std::io::ErrorKind::Interrupted => continue,
-                std::io::ErrorKind::WouldBlock => {
-                    notify.end_batch(shared)?;
-                    wait_readable(fd)?;
-                    continue;
+        let mut idle = true;
+        for (queue, fd) in fds.iter().enumerate() {
+            // SAFETY: `buf` is a live buffer of `buf.len()` bytes; the fd is open (we hold it).
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                match err.kind() {
+                    std::io::ErrorKind::Interrupted => idle = false,
+                    std::io::ErrorKind::WouldBlock => {}
+                    _ => return Err(format!("read queue {queue}: {err}")),
                 }
-                _ => return Err(format!("read: {err}")),
+                continue;
             }
+            idle = false;
+            let frame = &buf[..usize::try_from(n).unwrap_or(0)];
+            lock(&shared.queue_frames)[queue] += 1;
+            shared.frames.fetch_add(1, Ordering::SeqCst);
+            if let Some(port) = udp_dport(frame) {
+                *lock(&shared.udp_by_dport).entry(port).or_insert(0) += 1;
+            }
+            notify.batch += 1;
         }
-        let frame = &buf[..usize::try_from(n).unwrap_or(0)];
-        shared.frames.fetch_add(1, Ordering::SeqCst);
-        if let Some(port) = udp_dport(frame) {
-            *lock(&shared.udp_by_dport).entry(port).or_insert(0) += 1;
+        if idle {
+            notify.end_batch(shared)?;
+            wait_readable(fds)?;
         }
-        notify.batch += 1;
     }
 }
 
-/// Waits up to [`POLL_MS`] for `fd` to become readable (returning early on a signal).
-fn wait_readable(fd: &OwnedFd) -> Result<(), String> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is one valid pollfd that outlives the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+/// Waits up to [`POLL_MS`] for one of `fds` to become readable (returning early on a signal).
+fn wait_readable(fds: &[OwnedFd]) -> Result<(), String> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` is a live array of valid pollfds that outlives the call.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, POLL_MS) };
     if rc < 0 {
         let err = std::io::Error::last_os_error();
         if err.kind() != std::io::ErrorKind::Interrupted {

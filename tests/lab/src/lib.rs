@@ -356,6 +356,7 @@ fn ipv4_checksum(data: &[u8]) -> u16 {
 const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 
 /// `struct ifreq` as used by `TUNSETIFF`: name, flags, union padding.
 #[repr(C)]
@@ -771,6 +772,11 @@ pub fn run_tool(bin: &str, args: &[&str]) -> ToolOutput {
     ToolRun::spawn(cmd).wait(Duration::from_secs(30))
 }
 
+/// Ids of every loaded BPF program (`bpftool -j prog show`).
+pub fn loaded_prog_ids() -> Vec<u32> {
+    bpf_prog_ids_with_names(&[])
+}
+
 /// Ids of loaded BPF programs whose name matches one of `names`.
 ///
 /// The kernel truncates program names to 15 characters (bpftool may print
@@ -787,7 +793,7 @@ pub fn bpf_prog_ids_with_names(names: &[&str]) -> Vec<u32> {
         .iter()
         .filter(|p| {
             let name = p["name"].as_str().unwrap_or("");
-            names.iter().any(|n| trunc(n) == trunc(name))
+            names.is_empty() || names.iter().any(|n| trunc(n) == trunc(name))
         })
         .filter_map(|p| p["id"].as_u64().and_then(|id| u32::try_from(id).ok()))
         .collect()

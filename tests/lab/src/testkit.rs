@@ -8,7 +8,24 @@ use std::os::fd::{AsFd, OwnedFd};
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/testkit.skel.rs"));
 }
-use skel::TestkitSkelBuilder;
+use skel::{OpenTestkitSkel, TestkitSkelBuilder};
+
+/// Opens the testkit object with only program `prog` to load (the others need kernels or
+/// program types a test may not have: tp_btf needs BTF, which old VM kernels lack).
+fn open_only<'a>(
+    storage: &'a mut MaybeUninit<libbpf_rs::OpenObject>,
+    prog: &str,
+) -> Result<OpenTestkitSkel<'a>, String> {
+    let mut open = TestkitSkelBuilder::default()
+        .open(storage)
+        .map_err(|e| format!("open testkit: {e}"))?;
+    for mut p in open.open_object_mut().progs_mut() {
+        let keep = p.name() == prog
+            || (prog == "floor" && p.name().to_string_lossy().starts_with("floor_"));
+        p.set_autoload(keep);
+    }
+    Ok(open)
+}
 
 /// Tags every packet leaving `ifname` (in the calling thread's network namespace) with an
 /// offloaded 802.1Q tag `vlan_id`, as a VLAN device on a tag-offloading NIC would (this kernel
@@ -18,16 +35,10 @@ pub fn push_vlan_on_egress(ifname: &str, vlan_id: u16) -> Result<(), String> {
     let ifindex =
         nix::net::if_::if_nametoindex(ifname).map_err(|e| format!("no interface {ifname}: {e}"))?;
     let mut storage = MaybeUninit::uninit();
-    let mut open = TestkitSkelBuilder::default()
-        .open(&mut storage)
-        .map_err(|e| format!("open testkit: {e}"))?;
+    let mut open = open_only(&mut storage, "push_vlan")?;
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.vlan_id = vlan_id;
     }
-    // Only the tc program: tp_btf needs a BTF kernel, which old VM kernels are not.
-    open.progs.count_drop.set_autoload(false);
-    open.progs.floor_queue.set_autoload(false);
-    open.progs.floor_xmit.set_autoload(false);
     let skel = open.load().map_err(|e| format!("load testkit: {e}"))?;
     let mut hook = TcHookBuilder::new(skel.progs.push_vlan.as_fd())
         .ifindex(ifindex as i32)
@@ -58,12 +69,7 @@ impl DropCounter {
     /// Loads and attaches the counter (needs a kernel with BTF, 5.5 or later).
     pub fn attach() -> Result<DropCounter, String> {
         let mut storage = MaybeUninit::uninit();
-        let mut open = TestkitSkelBuilder::default()
-            .open(&mut storage)
-            .map_err(|e| format!("open testkit: {e}"))?;
-        open.progs.push_vlan.set_autoload(false);
-        open.progs.floor_queue.set_autoload(false);
-        open.progs.floor_xmit.set_autoload(false);
+        let open = open_only(&mut storage, "count_drop")?;
         let skel = open.load().map_err(|e| format!("load testkit: {e}"))?;
         let prog = &skel.progs.count_drop;
         let link = prog
@@ -117,11 +123,7 @@ impl TimingFloor {
     /// Loads and attaches both programs (needs a kernel with BTF, 5.5 or later).
     pub fn attach() -> Result<TimingFloor, String> {
         let mut storage = MaybeUninit::uninit();
-        let mut open = TestkitSkelBuilder::default()
-            .open(&mut storage)
-            .map_err(|e| format!("open testkit: {e}"))?;
-        open.progs.push_vlan.set_autoload(false);
-        open.progs.count_drop.set_autoload(false);
+        let open = open_only(&mut storage, "floor")?;
         let skel = open.load().map_err(|e| format!("load testkit: {e}"))?;
         let (queue, xmit) = (&skel.progs.floor_queue, &skel.progs.floor_xmit);
         let attach = |p: &libbpf_rs::ProgramMut, tp: &str| {
@@ -167,4 +169,26 @@ impl TimingFloor {
         }
         Ok(total)
     }
+}
+
+/// Steers a tun device's packets to its queues by UDP destination port (port modulo the
+/// queue count; other packets to queue 0), with a `TUNSETSTEERINGEBPF` program attached
+/// through `queue_fd`, any queue's fd of the device. The program stays with the device.
+pub fn steer_tun_by_udp_dport(queue_fd: std::os::fd::BorrowedFd<'_>) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    const TUNSETSTEERINGEBPF: libc::Ioctl = 0x8004_54e0;
+    let mut storage = MaybeUninit::uninit();
+    let open = open_only(&mut storage, "steer_by_dport")?;
+    let skel = open.load().map_err(|e| format!("load testkit: {e}"))?;
+    let mut prog_fd: libc::c_int = skel.progs.steer_by_dport.as_fd().as_raw_fd();
+    // SAFETY: TUNSETSTEERINGEBPF reads one int (a program fd) from the pointer; the tun
+    // device takes its own reference to the program.
+    let rc = unsafe { libc::ioctl(queue_fd.as_raw_fd(), TUNSETSTEERINGEBPF, &mut prog_fd) };
+    if rc != 0 {
+        return Err(format!(
+            "TUNSETSTEERINGEBPF: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }

@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * tun probe set: the tx ring (ptr_ring) of a tun/tap device's queues, toward its reader (a
+ * VMM, vhost-net). At every xmit into the device the ring is read through CO-RE
+ * (netdev_priv -> tun_struct -> tfiles[queue] -> tx_ring): fill, full, the lazily zeroed
+ * slots. Reads come from consume_skb in the tun read functions, drops from kfree_skb.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
+#include "np_packet.h"
+#include "np_common.h"
+#include "tun.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile struct tun_config tun_cfg = {};
+
+NP_EXPORT_ENUM(tun_sizes);
+NP_EXPORT_ENUM(tun_ring_status);
+
+/* Two interval generations of TUN_MAX_QUEUES queues; user space flips tun_gen, then reads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * TUN_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, struct tun_queue_stats);
+} queues SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_pkt);
+} scratch SEC(".maps");
+
+__u64 tun_gen = 0;
+
+/* The device tun_struct of older kernels ended before priv[] existed (before 6.10). */
+struct net_device___priv {
+	u8 priv[0];
+} __attribute__((preserve_access_index));
+
+static __always_inline struct tun_queue_stats *tun_queue(__u32 q)
+{
+	__u32 idx = (__u32)(tun_gen & 1) * TUN_MAX_QUEUES + (q & (TUN_MAX_QUEUES - 1));
+
+	return bpf_map_lookup_elem(&queues, &idx);
+}
+
+/* Is @dev the device we watch (its ifindex in its namespace)? */
+static __always_inline int tun_is_target(struct net_device *dev, const int direct)
+{
+	struct net *net;
+
+	if (!dev || NP_RD(direct, dev->ifindex, dev, ifindex) != np_filter.ifindex)
+		return 0;
+	net = NP_RD(direct, dev->nd_net.net, dev, nd_net.net);
+	return np_match_place(net, np_net_inum(net, direct), np_filter.ifindex, 0);
+}
+
+/* netdev_priv(dev): the priv[] flexible array (6.10+), else ALIGN(sizeof(*dev), 32). */
+static __always_inline void *tun_netdev_priv(struct net_device *dev)
+{
+	if (bpf_core_field_exists(struct net_device___priv, priv))
+		return (void *)dev + bpf_core_field_offset(struct net_device___priv, priv);
+	return (void *)dev + ((bpf_core_type_size(struct net_device) + 31) & ~31);
+}
+
+static __always_inline __u32 tun_ring_distance(__u32 from, __u32 to, __u32 size, int wrapped)
+{
+	if (from == to)
+		return wrapped ? size : 0;
+	return to > from ? to - from : to + size - from;
+}
+
+/* The tx ring of @dev's queue @q, as ptr_ring_produce() would find it now. */
+static __always_inline void tun_ring_read(struct net_device *dev, __u32 q, struct tun_ring *r)
+{
+	struct tun_struct *tun;
+	struct tun_file *tf = 0;
+	struct ptr_ring *ring;
+	void **queue;
+	void *slot = 0;
+
+	__builtin_memset(r, 0, sizeof(*r));
+	if (!bpf_core_type_exists(struct tun_struct)) {
+		r->status = TUN_RING_NO_BTF;
+		return;
+	}
+	tun = tun_netdev_priv(dev);
+	if (BPF_CORE_READ(tun, dev) != dev) {
+		r->status = TUN_RING_NOT_TUN;
+		return;
+	}
+	r->numqueues = BPF_CORE_READ(tun, numqueues);
+	if (q >= TUN_MAX_QUEUES ||
+	    bpf_probe_read_kernel(&tf, sizeof(tf), &tun->tfiles[q & (TUN_MAX_QUEUES - 1)]) || !tf) {
+		r->status = TUN_RING_NO_QUEUE;
+		return;
+	}
+	ring = &tf->tx_ring;
+	r->producer = BPF_CORE_READ(ring, producer);
+	r->consumer_head = BPF_CORE_READ(ring, consumer_head);
+	r->consumer_tail = BPF_CORE_READ(ring, consumer_tail);
+	r->size = BPF_CORE_READ(ring, size);
+	r->batch = BPF_CORE_READ(ring, batch);
+	queue = BPF_CORE_READ(ring, queue);
+	if (!r->size || r->producer >= r->size ||
+	    bpf_probe_read_kernel(&slot, sizeof(slot), &queue[r->producer])) {
+		r->status = TUN_RING_BAD;
+		return;
+	}
+	r->full = slot != 0;
+	r->pending = tun_ring_distance(r->consumer_head, r->producer, r->size, r->full);
+	r->unavailable = tun_ring_distance(r->consumer_tail, r->producer, r->size, r->full);
+}
+
+static __always_inline void tun_ring_stats(struct tun_queue_stats *s, const struct tun_ring *r)
+{
+	if (r->status != TUN_RING_OK) {
+		s->unknown_ring++;
+		s->last_status = r->status;
+		return;
+	}
+	s->size = r->size;
+	s->batch = r->batch;
+	s->sum_pending += r->pending;
+	if (r->pending > s->max_pending)
+		s->max_pending = r->pending;
+	if (r->unavailable > s->max_unavailable)
+		s->max_unavailable = r->unavailable;
+	if (r->full)
+		s->full++;
+}
+
+static __always_inline void tun_report(struct sk_buff *skb, const struct tun_ring *r, __u32 q,
+				       const int direct)
+{
+	struct np_stats *st = np_stats();
+	struct tun_event *e;
+	__u32 zero = 0;
+	struct np_pkt *p;
+
+	p = bpf_map_lookup_elem(&scratch, &zero);
+	if (!p)
+		return;
+	__builtin_memset(&p->flow, 0, sizeof(p->flow));
+	if (!direct || !np_parse_flow_btf(skb, p)) {
+		__u8 buf[NP_L3_READ];
+
+		np_parse_skb(skb, p, buf, 0, 0, direct);
+	}
+	if (!np_match_flow(&p->flow) || !np_rate_ok(st))
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		np_lost_event(st);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->flow = p->flow;
+	e->ring = *r;
+	e->queue = q;
+	e->cpu = bpf_get_smp_processor_id();
+	e->len = NP_RD(direct, skb->len, skb, len);
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	np_submit(&events, e);
+}
+
+/* The stack hands @skb to the tap's xmit (tun_net_xmit): the ring before the produce. */
+static __always_inline void tun_xmit(struct sk_buff *skb, struct net_device *dev,
+				     const int direct)
+{
+	struct tun_queue_stats *s;
+	struct tun_ring r;
+	__u32 q;
+
+	if (!skb || !tun_is_target(dev, direct))
+		return;
+	q = NP_RD(direct, skb->queue_mapping, skb, queue_mapping);
+	if (tun_cfg.has_queue && q != tun_cfg.queue)
+		return;
+	s = tun_queue(q);
+	if (!s)
+		return;
+	tun_ring_read(dev, q, &r);
+	s->xmit++;
+	tun_ring_stats(s, &r);
+	if (tun_cfg.events && (tun_cfg.all || r.full))
+		tun_report(skb, &r, q, direct);
+}
+
+/* Is @loc inside one of the tun read functions user space found in kallsyms? */
+static __always_inline int tun_in_read_fn(__u64 loc)
+{
+#pragma unroll
+	for (int i = 0; i < TUN_READ_RANGES; i++)
+		if (tun_cfg.read_fn[i].end && loc >= tun_cfg.read_fn[i].start &&
+		    loc < tun_cfg.read_fn[i].end)
+			return 1;
+	return 0;
+}
+
+/*
+ * consume_skb of a packet of the tap. With a location (6.3+) it must be in a tun read
+ * function; without one, a packet that came in through the tap (skb_iif == the tap) was not
+ * read from its ring.
+ */
+static __always_inline void tun_consumed(struct sk_buff *skb, __u64 loc, const int direct)
+{
+	struct net_device *dev = NP_RD(direct, skb->dev, skb, dev);
+	struct tun_queue_stats *s;
+	struct tun_ring r;
+	__u32 q;
+
+	if (!tun_is_target(dev, direct))
+		return;
+	if (loc) {
+		if (!tun_in_read_fn(loc))
+			return;
+	} else if (NP_RD(direct, skb->skb_iif, skb, skb_iif) == np_filter.ifindex) {
+		return;
+	}
+	q = NP_RD(direct, skb->queue_mapping, skb, queue_mapping);
+	if (tun_cfg.has_queue && q != tun_cfg.queue)
+		return;
+	s = tun_queue(q);
+	if (!s)
+		return;
+	s->read++;
+	tun_ring_read(dev, q, &r);
+	if (r.status == TUN_RING_OK)
+		s->size = r.size;
+}
+
+static __always_inline void tun_dropped(struct sk_buff *skb, __u32 reason, const int direct)
+{
+	struct net_device *dev = NP_RD(direct, skb->dev, skb, dev);
+	struct tun_queue_stats *s;
+	__u32 q;
+
+	if (!tun_is_target(dev, direct))
+		return;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+		return;
+	/* A packet from the reader (the VM's transmit) dropped in the stack is not the ring's. */
+	if (NP_RD(direct, skb->skb_iif, skb, skb_iif) == np_filter.ifindex)
+		return;
+	q = NP_RD(direct, skb->queue_mapping, skb, queue_mapping);
+	if (tun_cfg.has_queue && q != tun_cfg.queue)
+		return;
+	s = tun_queue(q);
+	if (!s)
+		return;
+	s->drops++;
+#pragma unroll
+	for (int i = 0; i < TUN_DROP_REASONS; i++) {
+		if (s->drop_count[i] && s->drop_reason[i] != reason)
+			continue;
+		s->drop_reason[i] = reason;
+		s->drop_count[i]++;
+		break;
+	}
+}
+
+/* ---- tp_btf (BTF pointers: direct loads) ---- */
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(tun_xmit_btf, struct sk_buff *skb, struct net_device *dev)
+{
+	tun_xmit(skb, dev, 1);
+	return 0;
+}
+
+SEC("tp_btf/consume_skb")
+int BPF_PROG(tun_consume_btf, struct sk_buff *skb)
+{
+	/* The location argument came with 6.3. */
+	__u64 loc = bpf_core_field_exists(struct trace_event_raw_consume_skb, location) ? ctx[1] : 0;
+
+	tun_consumed(skb, loc, 1);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tun_drop_btf, struct sk_buff *skb)
+{
+	/* The tracepoint gained its reason argument together with this field (5.17). */
+	__u32 reason = bpf_core_field_exists(struct trace_event_raw_kfree_skb, reason) ?
+			       (__u32)ctx[2] : 0;
+
+	tun_dropped(skb, reason, 1);
+	return 0;
+}
+
+/* ---- classic tracepoints (probe reads) ---- */
+
+SEC("tracepoint/net/net_dev_start_xmit")
+int tun_xmit_tp(struct trace_event_raw_net_dev_start_xmit *args)
+{
+	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
+
+	tun_xmit(skb, BPF_CORE_READ(skb, dev), 0);
+	return 0;
+}
+
+SEC("tracepoint/skb/consume_skb")
+int tun_consume_tp(struct trace_event_raw_consume_skb *args)
+{
+	__u64 loc = 0;
+
+	if (bpf_core_field_exists(args->location))
+		loc = (__u64)BPF_CORE_READ(args, location);
+	tun_consumed((struct sk_buff *)args->skbaddr, loc, 0);
+	return 0;
+}
+
+SEC("tracepoint/skb/kfree_skb")
+int tun_drop_tp(struct trace_event_raw_kfree_skb *args)
+{
+	__u32 reason = 0;
+
+	if (bpf_core_field_exists(args->reason))
+		reason = args->reason;
+	tun_dropped((struct sk_buff *)args->skbaddr, reason, 0);
+	return 0;
+}
+
+/* ---- tun_net_xmit (fentry, else kprobe): where the tracepoints are missing ---- */
+
+SEC("fentry/tun_net_xmit")
+int BPF_PROG(tun_xmit_fe, struct sk_buff *skb, struct net_device *dev)
+{
+	tun_xmit(skb, dev, 1);
+	return 0;
+}
+
+SEC("kprobe/tun_net_xmit")
+int BPF_KPROBE(tun_xmit_kp, struct sk_buff *skb, struct net_device *dev)
+{
+	tun_xmit(skb, dev, 0);
+	return 0;
+}
+
+struct tun_event tun_event_type = {};
+struct tun_queue_stats tun_queue_stats_type = {};

@@ -1,0 +1,505 @@
+//! The tun probe set: the tx rings of a tun/tap device's queues (toward its reader: a VMM,
+//! vhost-net), read at every xmit through CO-RE, without kprobes.
+//!
+//! At `net_dev_start_xmit` on the device (else `tun_net_xmit` by fentry or kprobe) the set
+//! reads `netdev_priv(dev)` as a `tun_struct`, checks `tun->dev == dev`, and reads
+//! `tfiles[skb->queue_mapping]->tx_ring`: producer, consumer head and tail, size, batch, and
+//! whether `queue[producer]` is taken (the ring is full: `tun_net_xmit` drops the packet
+//! with `FULL_RING`). Reads are `consume_skb` in the tun read functions; drops are
+//! `kfree_skb` of the device's packets, by reason (names from the kernel's BTF).
+use crate::clock::WallClock;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::kernel::netns::Netns;
+use crate::kernel::{DropReasons, KernelEnv};
+use crate::kit::{self, BpfStats, EventRing, KitConfig, LoadSpec, LoadedSet, ProbeSet};
+use crate::probe::{Candidate, Plan, ProbeKind, ProbePoint};
+use crate::run::{EventSource, IntervalSource};
+use crate::sets::flow::{cstr, FlowView};
+use crate::skel::tun::{types, TunSkel, TunSkelBuilder};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+// SAFETY: plain C structs generated from bpf/include/tun.h and np_types.h; any bytes are valid.
+unsafe impl plain::Plain for types::tun_event {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tun_queue_stats {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::np_kit_config {}
+
+/// Queues a tun device can have (`MAX_TAP_QUEUES`).
+pub const MAX_QUEUES: u32 = types::tun_sizes::TUN_MAX_QUEUES.0;
+/// Kernel functions whose `consume_skb` is a reader's read (the first found ones are used).
+const READ_FUNCTIONS: [&str; 3] = ["tun_do_read", "tun_recvmsg", "tun_chr_read_iter"];
+
+/// The set as plans and `netprobe_check` see it.
+pub struct TunSet;
+
+impl ProbeSet for TunSet {
+    const NAME: &'static str = "tun";
+    const ABOUT: &'static str = "tx rings of tun/tap queues: fill, full, reads, drops";
+
+    fn probe_points() -> Vec<ProbePoint> {
+        let c = |kind, target, program| Candidate {
+            kind,
+            target,
+            program,
+        };
+        vec![
+            ProbePoint {
+                name: "tap xmit",
+                required: true,
+                candidates: vec![
+                    c(ProbeKind::TpBtf, "net_dev_start_xmit", "tun_xmit_btf"),
+                    c(
+                        ProbeKind::Tracepoint,
+                        "net/net_dev_start_xmit",
+                        "tun_xmit_tp",
+                    ),
+                    c(ProbeKind::Fentry, "tun_net_xmit", "tun_xmit_fe"),
+                    c(ProbeKind::Kprobe, "tun_net_xmit", "tun_xmit_kp"),
+                ],
+            },
+            ProbePoint {
+                name: "reader read",
+                required: false,
+                candidates: vec![
+                    c(ProbeKind::TpBtf, "consume_skb", "tun_consume_btf"),
+                    c(ProbeKind::Tracepoint, "skb/consume_skb", "tun_consume_tp"),
+                ],
+            },
+            ProbePoint {
+                name: "drop",
+                required: false,
+                candidates: vec![
+                    c(ProbeKind::TpBtf, "kfree_skb", "tun_drop_btf"),
+                    c(ProbeKind::Tracepoint, "skb/kfree_skb", "tun_drop_tp"),
+                ],
+            },
+        ]
+    }
+}
+
+/// What to watch and how to report it.
+#[derive(Debug, Clone)]
+pub struct TunOptions {
+    /// The tun/tap device (name, as given).
+    pub device: String,
+    /// The namespace the device is in (`None`: the tool's).
+    pub netns: Option<Netns>,
+    /// Flow filters for events (the ring counts are the queue's, whatever the packets).
+    pub filter: Filter,
+    /// Only this queue.
+    pub queue: Option<u32>,
+    /// Report xmits as events (else only per-queue interval counts).
+    pub events: bool,
+    /// Events for every xmit, not only those that find the ring full.
+    pub all: bool,
+    /// Kit switches (event rate limit).
+    pub kit: KitConfig,
+}
+
+impl TunOptions {
+    /// Per-queue interval summaries of `device`.
+    pub fn summary(device: &str, netns: Option<Netns>) -> Self {
+        Self {
+            device: device.into(),
+            netns,
+            filter: Filter::default(),
+            queue: None,
+            events: false,
+            all: false,
+            kit: KitConfig::default(),
+        }
+    }
+
+    /// Events for the xmits into `device` that find the ring full (`all`: every xmit).
+    pub fn events(device: &str, netns: Option<Netns>, filter: Filter, all: bool) -> Self {
+        Self {
+            filter,
+            events: true,
+            all,
+            ..Self::summary(device, netns)
+        }
+    }
+}
+
+/// A ring snapshot as the set read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RingView {
+    /// Next slot the producer (the xmit) writes.
+    pub producer: u32,
+    /// Next slot the consumer (the reader) reads.
+    pub consumer_head: u32,
+    /// First consumed slot not yet zeroed (the consumer zeroes `batch` slots at a time).
+    pub consumer_tail: u32,
+    /// Ring size, slots (the device's `txqueuelen`).
+    pub size: u32,
+    /// Consumer zeroing batch, slots.
+    pub batch: u32,
+    /// Packets in the ring, not yet read.
+    pub pending: u32,
+    /// Slots the producer cannot use yet: pending plus read but not yet zeroed.
+    pub unavailable: u32,
+    /// `queue[producer]` is taken: this xmit is dropped (`FULL_RING`).
+    pub full: bool,
+    /// Queues attached to the device.
+    pub numqueues: u16,
+}
+
+/// One xmit into the device.
+#[derive(Debug, Clone, Serialize)]
+pub struct TunEvent {
+    /// Wall-clock time.
+    #[serde(serialize_with = "crate::output::serialize_local_time")]
+    pub time: SystemTime,
+    /// CLOCK_MONOTONIC timestamp, ns.
+    pub timestamp_ns: u64,
+    /// The device.
+    pub ifname: String,
+    /// Tx queue (`skb->queue_mapping`): the tun file whose ring it is.
+    pub queue: u32,
+    /// The ring before this packet's produce (flattened).
+    #[serde(flatten)]
+    pub ring: RingView,
+    /// `pending / size`, percent.
+    pub utilisation_pct: f64,
+    /// `ok`, or why the ring could not be read.
+    pub ring_status: &'static str,
+    /// CPU of the xmit.
+    pub cpu: u32,
+    /// Process (tgid) running at the time.
+    pub pid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// Packet length, bytes.
+    pub len: u32,
+    /// Decoded flow (flattened).
+    #[serde(flatten)]
+    pub flow: FlowView,
+}
+
+/// Drops of one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReasonCount {
+    /// The kernel's name (`FULL_RING`), from its BTF.
+    pub reason: String,
+    /// Drops.
+    pub count: u64,
+}
+
+/// One queue over one interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueueReport {
+    /// Queue index.
+    pub queue: u32,
+    /// Ring size, slots (at the last xmit or read of the interval).
+    pub size: u32,
+    /// Packets the stack handed to the queue.
+    pub xmit: u64,
+    /// Of those, found the ring full.
+    pub full: u64,
+    /// Packets of the device dropped on this queue (any reason; see `drop_reasons`).
+    pub drops: u64,
+    /// Drops by reason.
+    pub drop_reasons: Vec<ReasonCount>,
+    /// Packets a reader took from the ring.
+    pub read: u64,
+    /// Highest fill seen at an xmit, packets.
+    pub max_pending: u32,
+    /// Mean fill at the xmits, packets.
+    pub mean_pending: f64,
+    /// Highest number of slots the producer could not use.
+    pub max_unavailable: u32,
+    /// `max_pending / size`, percent.
+    pub max_fill_pct: f64,
+    /// Xmits whose ring could not be read.
+    pub unknown_ring: u64,
+    /// Why, for the last of them (`ok` when there were none).
+    pub ring_status: &'static str,
+}
+
+/// One interval of a device's queues.
+#[derive(Debug, Clone, Serialize)]
+pub struct TunReport {
+    /// The device.
+    pub ifname: String,
+    /// Queues with activity, by index.
+    pub queues: Vec<QueueReport>,
+    /// BPF-side counters (flattened).
+    #[serde(flatten)]
+    pub stats: BpfStats,
+}
+
+fn status_name(status: u8) -> &'static str {
+    use types::tun_ring_status as S;
+    match types::tun_ring_status(u32::from(status)) {
+        S::TUN_RING_OK => "ok",
+        S::TUN_RING_NOT_TUN => "not_tun",
+        S::TUN_RING_NO_QUEUE => "no_queue",
+        S::TUN_RING_NO_BTF => "no_btf",
+        _ => "unreadable",
+    }
+}
+
+fn pct(part: f64, whole: u32) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part * 1000.0 / f64::from(whole)).round() / 10.0
+    }
+}
+
+/// A loaded and attached tun probe set.
+pub struct TunProbe {
+    set: LoadedSet<TunSkel<'static>>,
+    opts: TunOptions,
+    ring: Option<EventRing<types::tun_event>>,
+    reasons: DropReasons,
+    clock: WallClock,
+}
+
+impl TunProbe {
+    /// Checks that the device is a tun/tap device, loads and attaches the set.
+    pub fn open(opts: TunOptions, env: &KernelEnv) -> Result<Self> {
+        let ns = match &opts.netns {
+            Some(ns) => ns.clone(),
+            None => Netns::current()?,
+        };
+        let ifindex = ns.find_ifindex(&opts.device)?.ok_or_else(|| {
+            Error::usage(format!(
+                "--device {}: no such interface in network namespace {} (see 'ip link')",
+                opts.device, ns.label
+            ))
+        })?;
+        match ns.driver(&opts.device)?.as_deref() {
+            Some("tun") => {}
+            other => return Err(Error::usage(format!(
+                "--device {}: not a tun/tap device (driver {}); give the tap of a VM (e.g. vnet0)",
+                opts.device,
+                other.unwrap_or("unknown")
+            ))),
+        }
+        if let Some(q) = opts.queue.filter(|&q| q >= MAX_QUEUES) {
+            return Err(Error::usage(format!(
+                "--queue {q}: a tun device has at most {MAX_QUEUES} queues"
+            )));
+        }
+        let mut filter = opts.filter.clone();
+        filter.netns = Some(ns);
+        filter.interface = Some((ifindex, opts.device.clone()));
+        let read_fns: Vec<(u64, u64)> = READ_FUNCTIONS
+            .iter()
+            .filter_map(|f| crate::symbol::kallsyms_range(f).ok())
+            .collect();
+        let spec = LoadSpec {
+            set: TunSet::NAME,
+            plan: TunSet::plan(env),
+            stacks: kit::StackPolicy::off(),
+            kit: &opts.kit,
+        };
+        let set = kit::load(TunSkelBuilder::default(), spec, |open, kit_cfg| {
+            let ro = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| Error::MissingMap(".rodata".into()))?;
+            kit_cfg.write(&mut ro.np_kit);
+            crate::write_np_filter!(ro.np_filter, &filter);
+            let cfg = &mut ro.tun_cfg;
+            for (slot, (start, end)) in cfg.read_fn.iter_mut().zip(&read_fns) {
+                slot.start = *start;
+                slot.end = *end;
+            }
+            if let Some(q) = opts.queue {
+                cfg.has_queue = 1;
+                cfg.queue = q;
+            }
+            cfg.events = u8::from(opts.events);
+            cfg.all = u8::from(opts.all);
+            Ok(())
+        })?;
+        let ring = opts
+            .events
+            .then(|| EventRing::new(&set.skel.maps.events))
+            .transpose()?;
+        Ok(Self {
+            set,
+            opts,
+            ring,
+            reasons: env.reasons.clone(),
+            clock: WallClock::new(),
+        })
+    }
+
+    /// The plan in use.
+    pub fn chosen_plan(&self) -> &Plan {
+        &self.set.plan
+    }
+
+    /// Ends the interval: the per-queue counts since the previous call.
+    pub fn drain_queues(&mut self) -> Result<TunReport> {
+        let gen = {
+            let bss = self
+                .set
+                .skel
+                .maps
+                .bss_data
+                .as_deref_mut()
+                .ok_or_else(|| Error::MissingMap(".bss".into()))?;
+            let gen = bss.tun_gen;
+            // SAFETY: bss is the mmapped .bss of the loaded object; a volatile store makes the
+            // new generation visible to the programs before the grace period starts.
+            unsafe { std::ptr::write_volatile(&mut bss.tun_gen, gen.wrapping_add(1)) };
+            gen
+        };
+        kit::grace_period();
+        let base = (gen & 1) as u32 * MAX_QUEUES;
+        let raw: Vec<(u32, Vec<types::tun_queue_stats>)> =
+            kit::take_percpu(&self.set.skel.maps.queues, base..base + MAX_QUEUES)?;
+        let queues = raw
+            .into_iter()
+            .map(|(key, per_cpu)| self.queue_report(key - base, &per_cpu))
+            .collect();
+        Ok(TunReport {
+            ifname: self.opts.device.clone(),
+            queues,
+            stats: self.set.stats.delta(),
+        })
+    }
+
+    fn queue_report(&self, queue: u32, per_cpu: &[types::tun_queue_stats]) -> QueueReport {
+        let mut r = QueueReport {
+            queue,
+            ring_status: "ok",
+            ..QueueReport::default()
+        };
+        let mut sum_pending = 0u64;
+        let mut reasons: BTreeMap<u32, u64> = BTreeMap::new();
+        for s in per_cpu {
+            r.xmit += s.xmit;
+            r.full += s.full;
+            r.read += s.read;
+            r.drops += s.drops;
+            r.unknown_ring += s.unknown_ring;
+            sum_pending += s.sum_pending;
+            r.max_pending = r.max_pending.max(s.max_pending);
+            r.max_unavailable = r.max_unavailable.max(s.max_unavailable);
+            r.size = r.size.max(s.size);
+            if s.unknown_ring > 0 {
+                r.ring_status = status_name(s.last_status as u8);
+            }
+            for (&reason, &n) in s.drop_reason.iter().zip(&s.drop_count) {
+                if n > 0 {
+                    *reasons.entry(reason).or_default() += u64::from(n);
+                }
+            }
+        }
+        let known: u64 = r.xmit - r.unknown_ring;
+        r.mean_pending = if known > 0 {
+            (sum_pending as f64 / known as f64 * 10.0).round() / 10.0
+        } else {
+            0.0
+        };
+        r.max_fill_pct = pct(f64::from(r.max_pending), r.size);
+        let named: u64 = reasons.values().sum();
+        r.drop_reasons = reasons
+            .into_iter()
+            .map(|(reason, count)| ReasonCount {
+                reason: self.reasons.name(reason),
+                count,
+            })
+            .collect();
+        if named < r.drops {
+            r.drop_reasons.push(ReasonCount {
+                reason: "other".into(),
+                count: r.drops - named,
+            });
+        }
+        r
+    }
+
+    /// Waits up to `timeout` and decodes the events that arrived.
+    pub fn poll_events(&mut self, timeout: Duration) -> Result<Vec<TunEvent>> {
+        let raw = match &mut self.ring {
+            Some(ring) => ring.poll(timeout)?,
+            None => {
+                std::thread::sleep(timeout);
+                Vec::new()
+            }
+        };
+        Ok(raw.iter().map(|e| self.decode_event(e)).collect())
+    }
+
+    fn decode_event(&self, e: &types::tun_event) -> TunEvent {
+        let r = &e.ring;
+        let ring = RingView {
+            producer: r.producer,
+            consumer_head: r.consumer_head,
+            consumer_tail: r.consumer_tail,
+            size: r.size,
+            batch: r.batch,
+            pending: r.pending,
+            unavailable: r.unavailable,
+            full: r.full != 0,
+            numqueues: r.numqueues,
+        };
+        TunEvent {
+            time: self.clock.wall(e.ts_ns),
+            timestamp_ns: e.ts_ns,
+            ifname: self.opts.device.clone(),
+            queue: e.queue,
+            ring,
+            utilisation_pct: pct(f64::from(r.pending), r.size),
+            ring_status: status_name(r.status),
+            cpu: e.cpu,
+            pid: e.pid,
+            comm: cstr(&e.comm),
+            len: e.len,
+            flow: crate::flow_view!(e.flow),
+        }
+    }
+
+    /// The options the set was opened with.
+    pub fn options(&self) -> &TunOptions {
+        &self.opts
+    }
+}
+
+impl IntervalSource for TunProbe {
+    type Report = TunReport;
+
+    fn drain(&mut self) -> Result<TunReport> {
+        self.drain_queues()
+    }
+
+    fn plan(&self) -> &Plan {
+        self.chosen_plan()
+    }
+
+    fn netns(&self) -> Option<&Netns> {
+        self.opts.netns.as_ref()
+    }
+}
+
+impl EventSource for TunProbe {
+    type Event = TunEvent;
+    const KIND: &'static str = "tun_xmit";
+
+    fn poll(&mut self, timeout: Duration) -> Result<Vec<TunEvent>> {
+        self.poll_events(timeout)
+    }
+
+    fn stats(&mut self) -> BpfStats {
+        self.set.stats.delta()
+    }
+
+    fn plan(&self) -> &Plan {
+        self.chosen_plan()
+    }
+
+    fn netns(&self) -> Option<&Netns> {
+        self.opts.netns.as_ref()
+    }
+}

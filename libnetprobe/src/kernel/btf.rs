@@ -119,6 +119,14 @@ impl KernelBtf {
         }
     }
 
+    /// Does the kernel, or the loaded module that defines function `module_symbol`, have
+    /// struct `name` in its BTF (`tun_struct` with `tun_net_xmit`: built in, or a module with
+    /// BTF, 5.11+)?
+    pub fn has_struct(&self, name: &str, module_symbol: &str) -> bool {
+        self.btf.type_by_name::<types::Struct<'_>>(name).is_some()
+            || self.module_has(&[module_symbol], name, libbpf_sys::BTF_KIND_STRUCT)
+    }
+
     /// Does struct `strukt` have a member `field`?
     pub fn struct_has_field(&self, strukt: &str, field: &str) -> bool {
         self.btf

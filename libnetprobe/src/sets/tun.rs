@@ -275,16 +275,25 @@ impl TunProbe {
         })?;
         match ns.driver(&opts.device)?.as_deref() {
             Some("tun") => {}
-            other => return Err(Error::usage(format!(
+            other => {
+                return Err(Error::usage(format!(
                 "--device {}: not a tun/tap device (driver {}); give the tap of a VM (e.g. vnet0)",
                 opts.device,
                 other.unwrap_or("unknown")
-            ))),
+            )))
+            }
         }
         if let Some(q) = opts.queue.filter(|&q| q >= MAX_QUEUES) {
             return Err(Error::usage(format!(
                 "--queue {q}: a tun device has at most {MAX_QUEUES} queues"
             )));
+        }
+        if opts.events && !opts.all && !env.btf.has_struct("tun_struct", "tun_net_xmit") {
+            return Err(Error::missing(
+                "this kernel has no BTF for tun (a tun module has its own only from 5.11): the \
+                 ring cannot be read, so no xmit can be seen finding it full; use -i for the \
+                 per-queue counts and FULL_RING drops, or --all for every xmit",
+            ));
         }
         let mut filter = opts.filter.clone();
         filter.netns = Some(ns);

@@ -181,13 +181,49 @@ fn assert_queue(totals: &std::collections::BTreeMap<u64, Value>, q: u64, sent: u
 
 #[test]
 fn a_stopped_reader_fills_the_ring_and_the_overflow_is_full_ring_drops() {
+    fill_one_ring(None);
+}
+
+/// The same with the classic tracepoints (`NETPROBE_DISABLE=tp_btf`: probe reads).
+#[test]
+fn the_classic_tracepoint_plan_reads_the_same_ring() {
+    fill_one_ring(Some("tp_btf"));
+}
+
+fn fill_one_ring(disable: Option<&str>) {
     require_root();
     let size = 64;
     let lab = TunLab::new("tun1", 1, size);
-    let tool = start(&lab, &["-i", "0.3"]);
+    let tool = match disable {
+        None => start(&lab, &["-i", "0.3"]),
+        Some(d) => {
+            let env = format!("NETPROBE_DISABLE={d}");
+            let args = [
+                &env,
+                TOOL,
+                "-d",
+                TAP,
+                "--netns",
+                lab.ns(),
+                "--json",
+                "-i",
+                "0.3",
+            ];
+            ToolRun::start("env", &args)
+        }
+    };
     fill_and_drain(&lab, &[100], size);
     let out = tool.stop(Signal::SIGINT);
     assert!(out.status.success(), "{:?}", out.stderr);
+    let plan = out.json()[0]["probe"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let want = match disable {
+        None => "tp_btf/net_dev_start_xmit",
+        Some(_) => "tracepoint/net/net_dev_start_xmit",
+    };
+    assert!(plan.contains(want), "plan {plan}");
     let totals = queue_totals(&out);
     assert_queue(&totals, 0, 100, u64::from(size));
     assert_eq!(lab.tx_dropped(), 36, "the tap's own tx_dropped");

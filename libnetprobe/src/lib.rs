@@ -44,6 +44,10 @@ pub mod skel {
     pub mod latency {
         include!(concat!(env!("OUT_DIR"), "/latency.skel.rs"));
     }
+    /// The kvm probe set's BPF object (interrupt injection).
+    pub mod kvm {
+        include!(concat!(env!("OUT_DIR"), "/kvm.skel.rs"));
+    }
     /// The tun probe set's BPF object (tap tx rings).
     pub mod tun {
         include!(concat!(env!("OUT_DIR"), "/tun.skel.rs"));

@@ -7,6 +7,7 @@ use std::io::{BufWriter, Stdout, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod drop;
+pub mod kvm;
 pub mod latency;
 pub mod table;
 pub mod tun;

@@ -2,6 +2,7 @@
 //! through [`crate::kit`] and turns what they report into domain types.
 pub mod drop;
 pub mod flow;
+pub mod kvm;
 pub mod latency;
 pub mod tun;
 
@@ -13,5 +14,6 @@ pub fn all() -> Vec<SetInfo> {
         SetInfo::of::<drop::DropSet>(),
         SetInfo::of::<latency::LatencySet>(),
         SetInfo::of::<tun::TunSet>(),
+        SetInfo::of::<kvm::KvmSet>(),
     ]
 }

@@ -61,7 +61,13 @@ const KVM_API_VERSION: libc::c_int = 12;
 const KVM_CAP_IRQCHIP: libc::c_ulong = 0;
 const KVM_CAP_IRQ_ROUTING: libc::c_ulong = 25;
 const KVM_CAP_IRQFD: libc::c_ulong = 32;
+const KVM_IRQ_ROUTING_IRQCHIP: u32 = 1;
 const KVM_IRQ_ROUTING_MSI: u32 = 2;
+const KVM_IRQCHIP_IOAPIC: u32 = 2;
+const KVM_IRQ_LINE: libc::Ioctl = kvm_ioc(IOC_WRITE, 0x61, 8);
+const KVM_SIGNAL_MSI: libc::Ioctl = kvm_ioc(IOC_WRITE, 0xa5, std::mem::size_of::<KvmMsi>());
+const _: () = assert!(KVM_IRQ_LINE == 0x4008_ae61);
+const _: () = assert!(KVM_SIGNAL_MSI == 0x4020_aea5);
 const KVM_IRQFD_FLAG_DEASSIGN: u32 = 1;
 /// Offset of the spurious-interrupt vector register in the LAPIC page, and its
 /// APIC-software-enable bit.
@@ -100,14 +106,63 @@ struct RoutingEntry {
 }
 const _: () = assert!(std::mem::size_of::<RoutingEntry>() == 48);
 
-/// `struct kvm_irq_routing` (`nr`, `flags`, flexible array) with exactly one entry.
+impl RoutingEntry {
+    /// GSI `gsi` -> an MSI to APIC id 0 with `vector`.
+    fn msi(gsi: u32, vector: u8) -> Self {
+        RoutingEntry {
+            gsi,
+            kind: KVM_IRQ_ROUTING_MSI,
+            flags: 0,
+            pad: 0,
+            msi: RoutingMsi {
+                address_lo: MSI_ADDRESS,
+                address_hi: 0,
+                data: u32::from(vector),
+                devid: 0,
+            },
+            union_tail: [0; 4],
+        }
+    }
+
+    /// GSI `gsi` -> pin `pin` of the in-kernel IOAPIC (`struct kvm_irq_routing_irqchip` in
+    /// the union's first two words).
+    fn ioapic(gsi: u32, pin: u32) -> Self {
+        RoutingEntry {
+            gsi,
+            kind: KVM_IRQ_ROUTING_IRQCHIP,
+            flags: 0,
+            pad: 0,
+            msi: RoutingMsi {
+                address_lo: KVM_IRQCHIP_IOAPIC,
+                address_hi: pin,
+                data: 0,
+                devid: 0,
+            },
+            union_tail: [0; 4],
+        }
+    }
+}
+
+/// `struct kvm_irq_routing` (`nr`, `flags`, flexible array) with `N` entries.
 #[repr(C)]
-struct RoutingOne {
+struct Routing<const N: usize> {
     nr: u32,
     flags: u32,
-    entry: RoutingEntry,
+    entries: [RoutingEntry; N],
 }
-const _: () = assert!(std::mem::size_of::<RoutingOne>() == 8 + 48);
+const _: () = assert!(std::mem::size_of::<Routing<1>>() == 8 + 48);
+
+/// `struct kvm_msi`.
+#[repr(C)]
+struct KvmMsi {
+    address_lo: u32,
+    address_hi: u32,
+    data: u32,
+    flags: u32,
+    devid: u32,
+    pad: [u8; 12],
+}
+const _: () = assert!(std::mem::size_of::<KvmMsi>() == 32);
 
 /// `struct kvm_lapic_state`: the 1 KiB LAPIC register page.
 #[repr(C)]
@@ -164,82 +219,9 @@ impl KvmIrqfd {
     /// is missing or not accessible, the API version is not 12, KVM lacks irqchip, irq
     /// routing or irqfd support, or any ioctl fails. Everything created so far is closed.
     pub fn create() -> Result<KvmIrqfd, String> {
-        let kvm: OwnedFd = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open("/dev/kvm")
-            .map_err(|e| format!("open /dev/kvm: {e}"))?
-            .into();
-        let sys = kvm.as_fd();
-        // SAFETY: KVM_GET_API_VERSION takes no argument.
-        let api = unsafe { kvm_ioctl(sys, KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")? };
-        if api != KVM_API_VERSION {
-            return Err(format!("KVM API version {api}, expected {KVM_API_VERSION}"));
-        }
-        for (cap, name) in [
-            (KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"),
-            (KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"),
-            (KVM_CAP_IRQFD, "KVM_CAP_IRQFD"),
-        ] {
-            // SAFETY: KVM_CHECK_EXTENSION takes the capability number as an integer.
-            let have = unsafe { kvm_ioctl(sys, KVM_CHECK_EXTENSION, cap as usize, name)? };
-            if have <= 0 {
-                return Err(format!("KVM lacks {name}"));
-            }
-        }
-        // SAFETY: KVM_CREATE_VM takes the machine type as an integer (0: default).
-        let vm = owned(unsafe { kvm_ioctl(sys, KVM_CREATE_VM, 0, "KVM_CREATE_VM")? });
-        // The VM holds its own reference to KVM; the system fd is no longer needed.
-        drop(kvm);
-        // SAFETY: KVM_CREATE_IRQCHIP takes no argument.
-        unsafe { kvm_ioctl(vm.as_fd(), KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP")? };
-        // SAFETY: KVM_CREATE_VCPU takes the vCPU id as an integer.
-        let vcpu = owned(unsafe { kvm_ioctl(vm.as_fd(), KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU")? });
-        enable_lapic(vcpu.as_fd())?;
-        let mut routing = RoutingOne {
-            nr: 1,
-            flags: 0,
-            entry: RoutingEntry {
-                gsi: MSI_GSI,
-                kind: KVM_IRQ_ROUTING_MSI,
-                flags: 0,
-                pad: 0,
-                msi: RoutingMsi {
-                    address_lo: MSI_ADDRESS,
-                    address_hi: 0,
-                    data: u32::from(MSI_VECTOR),
-                    devid: 0,
-                },
-                union_tail: [0; 4],
-            },
-        };
-        // SAFETY: `routing` is a kvm_irq_routing header followed by `nr` = 1 entry, live for
-        // the call. This replaces the irqchip's default routes; only ours is needed.
-        unsafe {
-            kvm_ioctl(
-                vm.as_fd(),
-                KVM_SET_GSI_ROUTING,
-                std::ptr::addr_of_mut!(routing) as usize,
-                "KVM_SET_GSI_ROUTING",
-            )?
-        };
-        // SAFETY: plain eventfd(2) call; the result is checked.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
-        }
-        let eventfd = owned(raw);
-        let mut req = irqfd_req(&eventfd, 0);
-        // SAFETY: `req` is a live struct kvm_irqfd.
-        unsafe {
-            kvm_ioctl(
-                vm.as_fd(),
-                KVM_IRQFD,
-                std::ptr::addr_of_mut!(req) as usize,
-                "KVM_IRQFD",
-            )?
-        };
+        let (vm, vcpu) = open_vm()?;
+        set_routes(vm.as_fd(), [RoutingEntry::msi(MSI_GSI, MSI_VECTOR)])?;
+        let eventfd = new_irqfd(vm.as_fd(), MSI_GSI)?;
         Ok(KvmIrqfd {
             eventfd,
             _vcpu: vcpu,
@@ -250,30 +232,119 @@ impl KvmIrqfd {
     /// Notifies the "guest": writes 1 to the eventfd, as vhost does after adding used
     /// buffers. KVM consumes the count in `irqfd_wakeup`, so this never blocks or overflows.
     pub fn signal(&self) -> Result<(), String> {
-        let one: u64 = 1;
-        // SAFETY: writes the 8 bytes of `one` to our open eventfd.
-        let n = unsafe {
-            libc::write(
-                self.eventfd.as_raw_fd(),
-                std::ptr::addr_of!(one).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-        if n == 8 {
-            Ok(())
-        } else if n < 0 {
-            Err(format!(
-                "write to irqfd eventfd: {}",
-                std::io::Error::last_os_error()
-            ))
-        } else {
-            Err(format!("short write to irqfd eventfd: {n} of 8 bytes"))
-        }
+        write_eventfd(&self.eventfd)
     }
 
     /// The eventfd registered as the irqfd.
     pub fn eventfd(&self) -> BorrowedFd<'_> {
         self.eventfd.as_fd()
+    }
+}
+
+/// Opens a VM with an in-kernel irqchip and vCPU 0 (never run; LAPIC software-enabled). Fails
+/// (with the step that failed) if `/dev/kvm` is missing or not accessible, the API version is
+/// not 12, KVM lacks irqchip, irq routing or irqfd support, or any ioctl fails.
+fn open_vm() -> Result<(OwnedFd, OwnedFd), String> {
+    let kvm: OwnedFd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/kvm")
+        .map_err(|e| format!("open /dev/kvm: {e}"))?
+        .into();
+    let sys = kvm.as_fd();
+    // SAFETY: KVM_GET_API_VERSION takes no argument.
+    let api = unsafe { kvm_ioctl(sys, KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")? };
+    if api != KVM_API_VERSION {
+        return Err(format!("KVM API version {api}, expected {KVM_API_VERSION}"));
+    }
+    for (cap, name) in [
+        (KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"),
+        (KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"),
+        (KVM_CAP_IRQFD, "KVM_CAP_IRQFD"),
+    ] {
+        // SAFETY: KVM_CHECK_EXTENSION takes the capability number as an integer.
+        let have = unsafe { kvm_ioctl(sys, KVM_CHECK_EXTENSION, cap as usize, name)? };
+        if have <= 0 {
+            return Err(format!("KVM lacks {name}"));
+        }
+    }
+    // SAFETY: KVM_CREATE_VM takes the machine type as an integer (0: default).
+    let vm = owned(unsafe { kvm_ioctl(sys, KVM_CREATE_VM, 0, "KVM_CREATE_VM")? });
+    // The VM holds its own reference to KVM; the system fd is no longer needed.
+    drop(kvm);
+    // SAFETY: KVM_CREATE_IRQCHIP takes no argument.
+    unsafe { kvm_ioctl(vm.as_fd(), KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP")? };
+    // SAFETY: KVM_CREATE_VCPU takes the vCPU id as an integer.
+    let vcpu = owned(unsafe { kvm_ioctl(vm.as_fd(), KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU")? });
+    enable_lapic(vcpu.as_fd())?;
+    Ok((vm, vcpu))
+}
+
+/// Replaces the VM's GSI routes (the irqchip's defaults) with `entries`.
+fn set_routes<const N: usize>(
+    vm: BorrowedFd<'_>,
+    entries: [RoutingEntry; N],
+) -> Result<(), String> {
+    let mut routing = Routing {
+        nr: N as u32,
+        flags: 0,
+        entries,
+    };
+    // SAFETY: `routing` is a kvm_irq_routing header followed by `nr` entries, live for the
+    // call.
+    unsafe {
+        kvm_ioctl(
+            vm,
+            KVM_SET_GSI_ROUTING,
+            std::ptr::addr_of_mut!(routing) as usize,
+            "KVM_SET_GSI_ROUTING",
+        )?
+    };
+    Ok(())
+}
+
+/// A new eventfd registered with `KVM_IRQFD` for `gsi`.
+fn new_irqfd(vm: BorrowedFd<'_>, gsi: u32) -> Result<OwnedFd, String> {
+    // SAFETY: plain eventfd(2) call; the result is checked.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if raw < 0 {
+        return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
+    }
+    let eventfd = owned(raw);
+    let mut req = irqfd_req(&eventfd, gsi, 0);
+    // SAFETY: `req` is a live struct kvm_irqfd.
+    unsafe {
+        kvm_ioctl(
+            vm,
+            KVM_IRQFD,
+            std::ptr::addr_of_mut!(req) as usize,
+            "KVM_IRQFD",
+        )?
+    };
+    Ok(eventfd)
+}
+
+/// Writes 1 to `eventfd` (KVM consumes the count in `irqfd_wakeup`: it never blocks).
+fn write_eventfd(eventfd: &OwnedFd) -> Result<(), String> {
+    let one: u64 = 1;
+    // SAFETY: writes the 8 bytes of `one` to an open eventfd.
+    let n = unsafe {
+        libc::write(
+            eventfd.as_raw_fd(),
+            std::ptr::addr_of!(one).cast(),
+            std::mem::size_of::<u64>(),
+        )
+    };
+    if n == 8 {
+        Ok(())
+    } else if n < 0 {
+        Err(format!(
+            "write to irqfd eventfd: {}",
+            std::io::Error::last_os_error()
+        ))
+    } else {
+        Err(format!("short write to irqfd eventfd: {n} of 8 bytes"))
     }
 }
 
@@ -305,10 +376,10 @@ fn enable_lapic(vcpu: BorrowedFd<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn irqfd_req(eventfd: &OwnedFd, flags: u32) -> KvmIrqfdReq {
+fn irqfd_req(eventfd: &OwnedFd, gsi: u32, flags: u32) -> KvmIrqfdReq {
     KvmIrqfdReq {
         fd: u32::try_from(eventfd.as_raw_fd()).expect("open fd is non-negative"),
-        gsi: MSI_GSI,
+        gsi,
         flags,
         resamplefd: 0,
         pad: [0; 16],
@@ -317,7 +388,7 @@ fn irqfd_req(eventfd: &OwnedFd, flags: u32) -> KvmIrqfdReq {
 
 impl Drop for KvmIrqfd {
     fn drop(&mut self) {
-        let mut req = irqfd_req(&self.eventfd, KVM_IRQFD_FLAG_DEASSIGN);
+        let mut req = irqfd_req(&self.eventfd, MSI_GSI, KVM_IRQFD_FLAG_DEASSIGN);
         // SAFETY: `req` is a live struct kvm_irqfd. Failure is harmless: closing the VM
         // releases the irqfd anyway.
         let _ = unsafe {
@@ -329,6 +400,92 @@ impl Drop for KvmIrqfd {
             )
         };
         // The fields close next: the eventfd, the vCPU, then the VM.
+    }
+}
+
+/// The GSI [`KvmIrqLab`] routes to IOAPIC pin [`IOAPIC_GSI`].
+pub const IOAPIC_GSI: u32 = 5;
+/// The vector of [`KvmIrqLab::signal_msi`]'s MSIs.
+pub const IOCTL_MSI_VECTOR: u8 = 0x42;
+
+/// A VM whose interrupts a test injects along each of KVM's paths: an MSI irqfd ([`MSI_GSI`],
+/// the fast path in the writing thread), an IOAPIC irqfd ([`IOAPIC_GSI`], deferred to KVM's
+/// `irqfd_inject` kworker), `KVM_IRQ_LINE` on that GSI and `KVM_SIGNAL_MSI`, both ioctls.
+/// Dropping it closes the eventfds (which releases the irqfds), the vCPU and the VM.
+pub struct KvmIrqLab {
+    msi_irqfd: OwnedFd,
+    ioapic_irqfd: OwnedFd,
+    _vcpu: OwnedFd,
+    vm: OwnedFd,
+}
+
+impl KvmIrqLab {
+    /// Builds the VM, both routes and both irqfds (see [`KvmIrqfd::create`] for what fails).
+    pub fn create() -> Result<KvmIrqLab, String> {
+        let (vm, vcpu) = open_vm()?;
+        set_routes(
+            vm.as_fd(),
+            [
+                RoutingEntry::msi(MSI_GSI, MSI_VECTOR),
+                RoutingEntry::ioapic(IOAPIC_GSI, IOAPIC_GSI),
+            ],
+        )?;
+        let msi_irqfd = new_irqfd(vm.as_fd(), MSI_GSI)?;
+        let ioapic_irqfd = new_irqfd(vm.as_fd(), IOAPIC_GSI)?;
+        Ok(KvmIrqLab {
+            msi_irqfd,
+            ioapic_irqfd,
+            _vcpu: vcpu,
+            vm,
+        })
+    }
+
+    /// Signals the MSI irqfd (KVM injects in this thread, before the write returns).
+    pub fn signal_msi_irqfd(&self) -> Result<(), String> {
+        write_eventfd(&self.msi_irqfd)
+    }
+
+    /// Signals the IOAPIC irqfd: KVM queues its inject work (a kworker asserts and deasserts
+    /// the GSI later; signals before it runs are merged into one).
+    pub fn signal_ioapic_irqfd(&self) -> Result<(), String> {
+        write_eventfd(&self.ioapic_irqfd)
+    }
+
+    /// `KVM_IRQ_LINE` on [`IOAPIC_GSI`] with `level` (1: assert, 0: deassert).
+    pub fn irq_line(&self, level: u32) -> Result<(), String> {
+        let mut req: [u32; 2] = [IOAPIC_GSI, level];
+        // SAFETY: `req` is a live struct kvm_irq_level (irq, level).
+        unsafe {
+            kvm_ioctl(
+                self.vm.as_fd(),
+                KVM_IRQ_LINE,
+                req.as_mut_ptr() as usize,
+                "KVM_IRQ_LINE",
+            )?
+        };
+        Ok(())
+    }
+
+    /// `KVM_SIGNAL_MSI` to APIC id 0 with [`IOCTL_MSI_VECTOR`].
+    pub fn signal_msi(&self) -> Result<(), String> {
+        let mut msi = KvmMsi {
+            address_lo: MSI_ADDRESS,
+            address_hi: 0,
+            data: u32::from(IOCTL_MSI_VECTOR),
+            flags: 0,
+            devid: 0,
+            pad: [0; 12],
+        };
+        // SAFETY: `msi` is a live struct kvm_msi.
+        unsafe {
+            kvm_ioctl(
+                self.vm.as_fd(),
+                KVM_SIGNAL_MSI,
+                std::ptr::addr_of_mut!(msi) as usize,
+                "KVM_SIGNAL_MSI",
+            )?
+        };
+        Ok(())
     }
 }
 
@@ -353,17 +510,24 @@ pub(crate) static KVM_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 static TRACE_COUNTER: AtomicU32 = AtomicU32::new(0);
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// A private tracefs instance (`instances/netprobe-lab-kvm-<pid>-<n>`) with only
-/// `kvm:kvm_msi_set_irq` enabled, so it neither sees nor disturbs the global trace buffer or
-/// other users' instances. Dropping it disables the event and removes the instance.
+/// A private tracefs instance (`instances/netprobe-lab-kvm-<pid>-<n>`) with only some `kvm:`
+/// events enabled (`kvm_msi_set_irq` by default), so it neither sees nor disturbs the global
+/// trace buffer or other users' instances. Dropping it disables the events and removes the
+/// instance.
 pub struct MsiTrace {
     dir: PathBuf,
+    events: Vec<&'static str>,
 }
 
 impl MsiTrace {
-    /// Creates the instance and enables the event. Needs root and tracefs at
+    /// Creates the instance and enables `kvm:kvm_msi_set_irq`. Needs root and tracefs at
     /// `/sys/kernel/tracing`.
     pub fn start() -> Result<MsiTrace, String> {
+        Self::start_events(&["kvm_msi_set_irq"])
+    }
+
+    /// Creates the instance and enables the `kvm:` events `events`.
+    pub fn start_events(events: &[&'static str]) -> Result<MsiTrace, String> {
         let n = TRACE_COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = PathBuf::from(format!(
             "{TRACEFS}/instances/netprobe-lab-kvm-{}-{n}",
@@ -371,14 +535,30 @@ impl MsiTrace {
         ));
         fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         // From here on the guard removes the instance.
-        let trace = MsiTrace { dir };
-        let enable = trace.enable_path();
-        fs::write(&enable, "1").map_err(|e| format!("write 1 > {}: {e}", enable.display()))?;
+        let trace = MsiTrace {
+            dir,
+            events: events.to_vec(),
+        };
+        for e in events {
+            let enable = trace.enable_path(e);
+            fs::write(&enable, "1")
+                .map_err(|err| format!("write 1 > {}: {err}", enable.display()))?;
+        }
         Ok(trace)
     }
 
-    fn enable_path(&self) -> PathBuf {
-        self.dir.join("events/kvm/kvm_msi_set_irq/enable")
+    fn enable_path(&self, event: &str) -> PathBuf {
+        self.dir.join(format!("events/kvm/{event}/enable"))
+    }
+
+    /// The recorded lines of `event` whose text after the event name starts with `args`
+    /// (`"gsi 5 level 1"` for `kvm_set_irq`).
+    pub fn count(&self, event: &str, args: &str) -> Result<usize, String> {
+        let path = self.dir.join("trace");
+        let text =
+            fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        let marker = format!(": {event}: {args}");
+        Ok(text.lines().filter(|l| l.contains(&marker)).count())
     }
 
     /// The events recorded so far (the buffer is not consumed).
@@ -392,7 +572,9 @@ impl MsiTrace {
 
 impl Drop for MsiTrace {
     fn drop(&mut self) {
-        let _ = fs::write(self.enable_path(), "0");
+        for e in &self.events {
+            let _ = fs::write(self.enable_path(e), "0");
+        }
         // Removing the instance frees its buffer; fails only if a file in it is held open.
         let _ = fs::remove_dir(&self.dir);
     }

@@ -1,0 +1,50 @@
+//! Text rendering of KVM injection summaries.
+use crate::output::Table;
+use crate::run::IntervalInfo;
+use crate::sets::kvm::KvmReport;
+use std::fmt::Write as _;
+
+/// Text of one interval: a row per VM, thread, GSI, vector and path.
+pub fn report_text(tool: &str, info: &IntervalInfo, r: &KvmReport) -> String {
+    let mut out = crate::output::interval_header(tool, info.elapsed, info.now);
+    let mut t = Table::new(&[
+        "VM PID",
+        "VM COMM",
+        "SOURCE",
+        "CATEGORY",
+        "GSI",
+        "VECTOR",
+        "PATH",
+        "COUNT (irqs)",
+        "RATE (irqs/s)",
+    ]);
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for e in &r.entries {
+        t.row(vec![
+            e.pid.to_string(),
+            e.comm.clone(),
+            format!("{} ({})", e.source_comm, e.source_tid),
+            format!("{:?}", e.category).to_lowercase(),
+            dash(e.gsi.map(|g| g.to_string())),
+            dash(e.vector.map(|v| format!("0x{v:02x}"))),
+            serde_json::to_value(e.path)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            e.count.to_string(),
+            format!("{:.1}", e.rate_per_s),
+        ]);
+    }
+    if t.is_empty() {
+        let _ = writeln!(out, "(no interrupts injected)");
+    } else {
+        out.push_str(&t.render());
+    }
+    let _ = writeln!(
+        out,
+        "total {} injections (irqs); {}",
+        r.total,
+        r.stats.line()
+    );
+    out
+}

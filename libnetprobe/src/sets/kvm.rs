@@ -1,0 +1,373 @@
+//! The kvm probe set: interrupts KVM injects into its VMs, per VM, GSI, vector and path, from
+//! KVM's tracepoints (no kprobes).
+//!
+//! - `kvm:kvm_msi_set_irq` without a GSI assert before it: an MSI irqfd's fast path
+//!   (`irqfd_wakeup` in the eventfd writer: a vhost worker, the VMM) or `KVM_SIGNAL_MSI`;
+//! - `kvm:kvm_set_irq` level 1: a GSI assert (the `irqfd_inject` kworker of an INTx/IOAPIC
+//!   irqfd, or `KVM_IRQ_LINE`), completed by the irqchip tracepoint that follows it
+//!   (`kvm_ioapic_set_irq`, `kvm_pic_set_irq`, `kvm_msi_set_irq`) with its vector. A
+//!   level-triggered signal (assert, deassert) is one injection.
+//!
+//! The path comes from a short kernel stack against the kallsyms ranges of `irqfd_wakeup`,
+//! `irqfd_inject` and `kvm_vm_ioctl`. The VM is the VMM's pid: the writer's thread group (vhost
+//! tasks are in the VMM's since 6.4; a legacy `vhost-<pid>` kthread names it in its comm), and
+//! in the kworker the irqfd's own VM (`workqueue_execute_start` gives the work item; its
+//! `kvm_kernel_irqfd` gives `kvm->userspace_pid`).
+use crate::error::{Error, Result};
+use crate::kernel::KernelEnv;
+use crate::kit::{self, BpfStats, KitConfig, LoadSpec, LoadedSet, ProbeSet};
+use crate::probe::{Candidate, Plan, ProbeKind, ProbePoint};
+use crate::run::IntervalSource;
+use crate::sets::flow::cstr;
+use crate::skel::kvm::{types, KvmSkel, KvmSkelBuilder};
+use clap::ValueEnum;
+use serde::Serialize;
+use std::collections::HashMap;
+
+// SAFETY: plain C structs generated from bpf/include/kvm.h and np_types.h; any bytes are valid.
+unsafe impl plain::Plain for types::kvm_irq_key {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::np_kit_config {}
+
+/// The set as plans and `netprobe_check` see it.
+pub struct KvmSet;
+
+fn tp(
+    name: &'static str,
+    btf: &'static str,
+    tracepoint: &'static str,
+    classic: &'static str,
+) -> ProbePoint {
+    ProbePoint {
+        name,
+        required: false,
+        candidates: vec![
+            Candidate {
+                kind: ProbeKind::TpBtf,
+                target: &tracepoint[tracepoint.find('/').map_or(0, |i| i + 1)..],
+                program: btf,
+            },
+            Candidate {
+                kind: ProbeKind::Tracepoint,
+                target: tracepoint,
+                program: classic,
+            },
+        ],
+    }
+}
+
+impl ProbeSet for KvmSet {
+    const NAME: &'static str = "kvm";
+    const ABOUT: &'static str = "interrupts injected into VMs: per VM, GSI, vector and path";
+
+    fn probe_points() -> Vec<ProbePoint> {
+        let mut points = vec![
+            tp(
+                "gsi assert",
+                "kvm_set_irq_btf",
+                "kvm/kvm_set_irq",
+                "kvm_set_irq_tp",
+            ),
+            tp("msi", "kvm_msi_btf", "kvm/kvm_msi_set_irq", "kvm_msi_tp"),
+            tp(
+                "ioapic",
+                "kvm_ioapic_btf",
+                "kvm/kvm_ioapic_set_irq",
+                "kvm_ioapic_tp",
+            ),
+            tp("pic", "kvm_pic_btf", "kvm/kvm_pic_set_irq", "kvm_pic_tp"),
+            tp(
+                "work start",
+                "kvm_work_start_btf",
+                "workqueue/workqueue_execute_start",
+                "kvm_work_start_tp",
+            ),
+            tp(
+                "work end",
+                "kvm_work_end_btf",
+                "workqueue/workqueue_execute_end",
+                "kvm_work_end_tp",
+            ),
+        ];
+        points[0].required = true;
+        points[1].required = true;
+        points
+    }
+}
+
+/// How an interrupt reached KVM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IrqPath {
+    /// The MSI irqfd fast path, in the eventfd writer (`irqfd_wakeup`).
+    Irqfd,
+    /// An irqfd deferred to the `irqfd_inject` kworker (INTx, IOAPIC routes).
+    IrqfdInject,
+    /// `KVM_IRQ_LINE` or `KVM_SIGNAL_MSI` from the VMM.
+    Ioctl,
+    /// None of these in the stack.
+    Other,
+}
+
+impl IrqPath {
+    fn of(raw: u32) -> Self {
+        use types::kvm_path as P;
+        match types::kvm_path(raw) {
+            P::KVM_PATH_IRQFD => IrqPath::Irqfd,
+            P::KVM_PATH_IRQFD_INJECT => IrqPath::IrqfdInject,
+            P::KVM_PATH_IOCTL => IrqPath::Ioctl,
+            _ => IrqPath::Other,
+        }
+    }
+}
+
+/// Who injected: the datapath (a vhost worker) or the VMM's own threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// vhost workers (`vhost-<pid>`): packets for the guest.
+    Data,
+    /// Everything else: the VMM's threads, its ioctls.
+    Control,
+}
+
+/// What to count.
+#[derive(Debug, Clone, Default)]
+pub struct KvmOptions {
+    /// Only this VM (the VMM's pid).
+    pub vm_pid: Option<u32>,
+    /// Only injections by this thread (a vhost worker's pid).
+    pub vhost_pid: Option<u32>,
+    /// Only this category.
+    pub category: Option<Category>,
+    /// Kit switches.
+    pub kit: KitConfig,
+}
+
+/// One VM / GSI / vector / path over an interval.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IrqEntry {
+    /// The VM: the VMM's pid (0: unknown).
+    pub pid: u32,
+    /// The VMM's command name (from /proc; the injecting thread's when the VMM is gone).
+    pub comm: String,
+    /// The injecting thread.
+    pub source_tid: u32,
+    /// Its command name.
+    pub source_comm: String,
+    /// `data` (a vhost worker) or `control`.
+    pub category: Category,
+    /// The GSI, where the path knows it.
+    pub gsi: Option<u32>,
+    /// The vector, where the path knows it.
+    pub vector: Option<u8>,
+    /// How the interrupt reached KVM.
+    pub path: IrqPath,
+    /// Injections.
+    pub count: u64,
+    /// Injections per second over the interval.
+    pub rate_per_s: f64,
+}
+
+/// One interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct KvmReport {
+    /// By VM, then count (highest first).
+    pub entries: Vec<IrqEntry>,
+    /// Injections in the interval.
+    pub total: u64,
+    /// BPF-side counters (flattened).
+    #[serde(flatten)]
+    pub stats: BpfStats,
+}
+
+/// An entry's identity: VM pid, source tid, source comm, GSI, vector, path.
+type EntryKey = (u32, u32, String, Option<u32>, Option<u8>, IrqPath);
+
+/// The VM a legacy vhost kthread works for: `vhost-<pid>`.
+fn vhost_owner(comm: &str) -> Option<u32> {
+    comm.strip_prefix("vhost-")?.parse().ok()
+}
+
+/// A loaded and attached kvm probe set.
+pub struct KvmProbe {
+    set: LoadedSet<KvmSkel<'static>>,
+    opts: KvmOptions,
+    last: std::time::Instant,
+    vms: HashMap<u32, (u32, String)>,
+}
+
+impl KvmProbe {
+    /// Loads and attaches the set; one clear error where the kernel has no KVM.
+    pub fn open(opts: KvmOptions, env: &KernelEnv) -> Result<Self> {
+        let plan = KvmSet::plan(env);
+        if plan.require().is_err() {
+            return Err(Error::missing(
+                "no kvm tracepoints on this kernel: KVM is not loaded (modprobe kvm_intel or kvm_amd) or not built",
+            ));
+        }
+        let fns: Vec<Option<(u64, u64)>> = ["irqfd_wakeup", "irqfd_inject", "kvm_vm_ioctl"]
+            .iter()
+            .map(|f| crate::symbol::kallsyms_range(f).ok())
+            .collect();
+        let tracefs = env.tracefs.clone();
+        let spec = LoadSpec {
+            set: KvmSet::NAME,
+            plan,
+            stacks: kit::StackPolicy::off(),
+            kit: &opts.kit,
+        };
+        let set = kit::load(KvmSkelBuilder::default(), spec, |open, kit_cfg| {
+            let ro = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| Error::MissingMap(".rodata".into()))?;
+            kit_cfg.write(&mut ro.np_kit);
+            for (slot, range) in ro.kvm_cfg.funcs.iter_mut().zip(&fns) {
+                if let Some((start, end)) = range {
+                    slot.start = *start;
+                    slot.end = *end;
+                }
+            }
+            if let Some(tracefs) = tracefs.as_deref() {
+                let field = |name: &str, field: &str| {
+                    let (offset, size) =
+                        crate::kernel::tracefs::field_layout(tracefs, "kvm", name, field)
+                            .unwrap_or((0, 0));
+                    types::kvm_field {
+                        offset: offset as u16,
+                        size: size as u16,
+                    }
+                };
+                let tp = &mut ro.kvm_cfg.tp;
+                tp.set_irq_gsi = field("kvm_set_irq", "gsi");
+                tp.set_irq_level = field("kvm_set_irq", "level");
+                tp.msi_data = field("kvm_msi_set_irq", "data");
+                tp.ioapic_e = field("kvm_ioapic_set_irq", "e");
+            }
+            if let Some(tid) = opts.vhost_pid {
+                ro.kvm_cfg.has_src_tid = 1;
+                ro.kvm_cfg.src_tid = tid;
+            }
+            Ok(())
+        })?;
+        Ok(Self {
+            set,
+            opts,
+            last: std::time::Instant::now(),
+            vms: HashMap::new(),
+        })
+    }
+
+    /// The plan in use.
+    pub fn chosen_plan(&self) -> &Plan {
+        &self.set.plan
+    }
+
+    /// The process (thread group) of thread or process `pid` and its command name, from
+    /// /proc: `kvm->userspace_pid` is the thread that created the VM.
+    fn vm_of(&mut self, pid: u32) -> Option<(u32, String)> {
+        if let Some(v) = self.vms.get(&pid) {
+            return Some(v.clone());
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let tgid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(pid);
+        let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok()?;
+        let v = (tgid, comm.trim().to_string());
+        if self.vms.len() < 4096 {
+            self.vms.insert(pid, v.clone());
+        }
+        Some(v)
+    }
+
+    /// Ends the interval: the injections counted since the previous call.
+    pub fn drain_injections(&mut self) -> Result<KvmReport> {
+        let raw: Vec<(types::kvm_irq_key, u64)> = kit::drain(&self.set.skel.maps.injections)?;
+        let secs = self.last.elapsed().as_secs_f64().max(1e-3);
+        self.last = std::time::Instant::now();
+        let mut merged: HashMap<EntryKey, u64> = HashMap::new();
+        for (k, n) in raw {
+            let source_comm = cstr(&k.src_comm);
+            let path = IrqPath::of(k.path);
+            let mut pid = k.vm_pid;
+            if let Some(owner) = vhost_owner(&source_comm).filter(|_| path == IrqPath::Irqfd) {
+                pid = owner;
+            }
+            if pid != 0 {
+                pid = self.vm_of(pid).map_or(pid, |(tgid, _)| tgid);
+            }
+            let gsi = u32::try_from(k.gsi).ok();
+            let vector = u8::try_from(k.vector).ok();
+            *merged
+                .entry((pid, k.src_tid, source_comm, gsi, vector, path))
+                .or_default() += n;
+        }
+        let mut entries: Vec<IrqEntry> = Vec::new();
+        for ((pid, source_tid, source_comm, gsi, vector, path), count) in merged {
+            if self.opts.vm_pid.is_some_and(|p| p != pid) {
+                continue;
+            }
+            let category = if source_comm.starts_with("vhost-") {
+                Category::Data
+            } else {
+                Category::Control
+            };
+            if self.opts.category.is_some_and(|c| c != category) {
+                continue;
+            }
+            let comm = if pid == 0 {
+                String::new()
+            } else {
+                self.vm_of(pid)
+                    .map_or_else(|| source_comm.clone(), |(_, comm)| comm)
+            };
+            entries.push(IrqEntry {
+                pid,
+                comm,
+                source_tid,
+                source_comm,
+                category,
+                gsi,
+                vector,
+                path,
+                count,
+                rate_per_s: (count as f64 / secs * 10.0).round() / 10.0,
+            });
+        }
+        entries.sort_by(|a, b| a.pid.cmp(&b.pid).then(b.count.cmp(&a.count)));
+        Ok(KvmReport {
+            total: entries.iter().map(|e| e.count).sum(),
+            entries,
+            stats: self.set.stats.delta(),
+        })
+    }
+}
+
+impl IntervalSource for KvmProbe {
+    type Report = KvmReport;
+
+    fn drain(&mut self) -> Result<KvmReport> {
+        self.drain_injections()
+    }
+
+    fn plan(&self) -> &Plan {
+        self.chosen_plan()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_legacy_vhost_thread_names_its_vm() {
+        assert_eq!(vhost_owner("vhost-1234"), Some(1234));
+        assert_eq!(vhost_owner("vhost-12ab"), None);
+        assert_eq!(vhost_owner("qemu-system-x86"), None);
+    }
+}

@@ -1,0 +1,251 @@
+//! Integration tests of kvm_irqfd_stats_summary: a KVM VM (no guest runs) whose interrupts the
+//! test injects a known number of times along each of KVM's paths — an MSI irqfd written by a
+//! thread named like a vhost worker, an IOAPIC irqfd (KVM's kworker), KVM_IRQ_LINE and
+//! KVM_SIGNAL_MSI — asserted per path, GSI, vector and VM through `--json`.
+//! Needs root and /dev/kvm (CI has both): without them every test fails, none is skipped.
+use netprobe_lab::kvm::{KvmIrqLab, MsiTrace, IOAPIC_GSI, IOCTL_MSI_VECTOR, MSI_VECTOR};
+use netprobe_lab::*;
+use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const TOOL: &str = env!("CARGO_BIN_EXE_kvm_irqfd_stats_summary");
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The tests inject into VMs of this one process, and each counts what its process injects:
+/// one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts summed over every interval, by (path, gsi, vector, category, pid).
+/// Can the tool name the VM of KVM's inject kworker: KVM built in (its structs in vmlinux
+/// BTF), or a kvm module with BTF of its own (5.11+)?
+fn kworker_vm_known() -> bool {
+    use std::path::Path;
+    Path::new("/sys/kernel/btf/kvm").exists() || !Path::new("/sys/module/kvm/initstate").exists()
+}
+
+type Key = (String, Option<u64>, Option<u64>, String, u64);
+
+fn totals(out: &ToolOutput) -> BTreeMap<Key, u64> {
+    let mut t = BTreeMap::new();
+    for v in out.json().iter().filter(|v| v["type"] == "interval") {
+        for e in v["entries"].as_array().expect("entries") {
+            let key = (
+                e["path"].as_str().unwrap().to_string(),
+                e["gsi"].as_u64(),
+                e["vector"].as_u64(),
+                e["category"].as_str().unwrap().to_string(),
+                e["pid"].as_u64().unwrap(),
+            );
+            *t.entry(key).or_default() += e["count"].as_u64().unwrap();
+        }
+    }
+    t
+}
+
+#[test]
+fn every_injection_path_is_counted_once_per_interrupt() {
+    count_every_path(None);
+}
+
+/// The same with the classic tracepoints (their kvm records read at tracefs' offsets).
+#[test]
+fn the_classic_tracepoint_plan_counts_the_same() {
+    count_every_path(Some("tp_btf"));
+}
+
+fn count_every_path(disable: Option<&str>) {
+    require_root();
+    let _serial = serial();
+    let me = std::process::id();
+    let trace = MsiTrace::start_events(&["kvm_set_irq"]).unwrap_or_else(|e| panic!("{e}"));
+    let vm = KvmIrqLab::create().unwrap_or_else(|e| panic!("{e}"));
+    let pid = me.to_string();
+    let mut args = vec!["--pid", pid.as_str(), "-i", "0.3", "--json"];
+    let env = disable.map(|d| format!("NETPROBE_DISABLE={d}"));
+    let tool = match &env {
+        Some(e) => {
+            args.insert(0, TOOL);
+            args.insert(0, e.as_str());
+            ToolRun::start("env", &args)
+        }
+        None => ToolRun::start(TOOL, &args),
+    };
+    let vm = quiet(move || {
+        // The data path: a thread named as a vhost worker of this process is.
+        let writer = std::thread::Builder::new()
+            .name(format!("vhost-{me}"))
+            .spawn(move || {
+                for _ in 0..10 {
+                    vm.signal_msi_irqfd().unwrap_or_else(|e| panic!("{e}"));
+                }
+                vm
+            })
+            .expect("spawn writer");
+        let vm = writer.join().expect("writer");
+        // KVM merges signals that come before its kworker ran: wait for each assert.
+        let asserts = format!("gsi {IOAPIC_GSI} level 1");
+        for i in 1..=7 {
+            let before = trace.count("kvm_set_irq", &asserts).unwrap();
+            vm.signal_ioapic_irqfd().unwrap_or_else(|e| panic!("{e}"));
+            wait_until(&format!("the kworker's assert {i}"), WAIT, || {
+                trace.count("kvm_set_irq", &asserts).unwrap() > before
+            });
+        }
+        for _ in 0..3 {
+            vm.irq_line(1).unwrap_or_else(|e| panic!("{e}"));
+            vm.irq_line(0).unwrap_or_else(|e| panic!("{e}"));
+        }
+        for _ in 0..4 {
+            vm.signal_msi().unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        vm
+    });
+    let out = tool.stop(Signal::SIGINT);
+    drop(vm);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let plan = out.json()[0]["probe"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let want = if disable.is_some() {
+        "tracepoint/kvm/kvm_set_irq"
+    } else {
+        "tp_btf/kvm_set_irq"
+    };
+    assert!(plan.contains(want), "plan {plan}");
+    let got = totals(&out);
+    let key = |path: &str, gsi: Option<u64>, vector: Option<u64>, category: &str| -> Key {
+        (
+            path.to_string(),
+            gsi,
+            vector,
+            category.to_string(),
+            u64::from(me),
+        )
+    };
+    let irqfd = key("irqfd", None, Some(u64::from(MSI_VECTOR)), "data");
+    let inject = if kworker_vm_known() {
+        got.keys()
+            .find(|k| k.0 == "irqfd_inject")
+            .cloned()
+            .unwrap_or_else(|| panic!("no irqfd_inject entry: {got:#?}"))
+    } else {
+        // The kworker's injections belong to an unknown VM: --pid leaves them out.
+        assert!(got.keys().all(|k| k.0 != "irqfd_inject"), "{got:#?}");
+        let gsi = Some(u64::from(IOAPIC_GSI));
+        (String::new(), gsi, None, "control".into(), u64::from(me))
+    };
+    let line = got
+        .keys()
+        .find(|k| k.0 == "ioctl" && k.1 == Some(u64::from(IOAPIC_GSI)))
+        .cloned()
+        .unwrap_or_else(|| panic!("no KVM_IRQ_LINE entry: {got:#?}"));
+    let msi = key("ioctl", None, Some(u64::from(IOCTL_MSI_VECTOR)), "control");
+    assert_eq!(got.get(&irqfd), Some(&10), "MSI irqfd fast path: {got:#?}");
+    let kworker = if kworker_vm_known() { 7 } else { 0 };
+    let injected = got.get(&inject).copied().unwrap_or(0);
+    assert_eq!(injected, kworker, "IOAPIC irqfd in the kworker: {got:#?}");
+    assert_eq!(inject.1, Some(u64::from(IOAPIC_GSI)), "{inject:?}");
+    assert_eq!(inject.3, "control", "{inject:?}");
+    assert_eq!(
+        inject.4,
+        u64::from(me),
+        "the kworker's VM is the irqfd's: {inject:?}"
+    );
+    assert_eq!(got.get(&line), Some(&3), "KVM_IRQ_LINE asserts: {got:#?}");
+    assert_eq!(got.get(&msi), Some(&4), "KVM_SIGNAL_MSI: {got:#?}");
+    assert_eq!(
+        got.values().sum::<u64>(),
+        17 + kworker,
+        "nothing else: {got:#?}"
+    );
+}
+
+#[test]
+fn category_and_thread_filters_keep_only_their_injections() {
+    require_root();
+    let _serial = serial();
+    let me = std::process::id().to_string();
+    let vm = KvmIrqLab::create().unwrap_or_else(|e| panic!("{e}"));
+    // Two writers named as vhost workers; --vhost-pid keeps the second's only. The second
+    // starts first, so that its thread id is known, and writes when it gets the VM.
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<KvmIrqLab>();
+    let second = std::thread::Builder::new()
+        .name(format!("vhost-{me}"))
+        .spawn(move || {
+            // SAFETY: gettid(2) has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).expect("send tid");
+            let vm = go_rx.recv().expect("the VM");
+            for _ in 0..4 {
+                vm.signal_msi_irqfd().unwrap_or_else(|e| panic!("{e}"));
+            }
+            vm
+        })
+        .expect("spawn second writer");
+    let tid = tid_rx.recv().expect("second writer's tid").to_string();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["-i", "0.3", "--json"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let start = |extra: &[&str]| {
+        let a = args(extra);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        ToolRun::start(TOOL, &refs)
+    };
+    let data = start(&["-p", &me, "--category", "data"]);
+    let control = start(&[&me, "--category", "control"]);
+    let only = start(&["--vhost-pid", &tid]);
+    let vm = quiet(move || {
+        for _ in 0..5 {
+            vm.signal_msi().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let writer = std::thread::Builder::new()
+            .name(format!("vhost-{me}"))
+            .spawn(move || {
+                for _ in 0..6 {
+                    vm.signal_msi_irqfd().unwrap_or_else(|e| panic!("{e}"));
+                }
+                vm
+            })
+            .expect("spawn writer");
+        let vm = writer.join().expect("writer");
+        go_tx.send(vm).expect("hand over the VM");
+        let vm = second.join().expect("second writer");
+        std::thread::sleep(Duration::from_millis(100));
+        vm
+    });
+    let data = data.stop(Signal::SIGINT);
+    let control = control.stop(Signal::SIGINT);
+    let only = only.stop(Signal::SIGINT);
+    drop(vm);
+    let sum = |out: &ToolOutput| totals(out).values().sum::<u64>();
+    assert_eq!(sum(&data), 6 + 4, "{:?}", data.stdout);
+    assert_eq!(sum(&control), 5, "{:?}", control.stdout);
+    assert_eq!(sum(&only), 4, "--vhost-pid {tid}: {:?}", only.stdout);
+}
+
+#[test]
+fn bad_arguments_are_one_line_errors() {
+    require_root();
+    for (args, want) in [
+        (&["--pid", "abc"][..], "invalid value"),
+        (&["999999999"][..], "no process"),
+        (&["--category", "video"][..], "invalid value"),
+    ] {
+        let out = run_tool(TOOL, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {:?}", out.stderr);
+        assert_eq!(out.stderr.len(), 1, "{args:?}: {:?}", out.stderr);
+        assert!(out.stderr[0].contains(want), "{args:?}: {:?}", out.stderr);
+    }
+}

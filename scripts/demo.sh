@@ -83,3 +83,8 @@ echo
 echo "### latency tools (their own lab: a shaped uplink, a bridged tap read by the demo as a VM)"
 cargo build --release --quiet -p netprobe-lab --example latency_demo
 target/release/examples/latency_demo "$bin"
+
+echo
+echo "### virtualization tools (their own lab: a stalling two-queue tap reader, a KVM VM of the demo)"
+cargo build --release --quiet -p netprobe-lab --example virt_demo
+target/release/examples/virt_demo "$bin"

@@ -149,7 +149,7 @@ pub struct KvmOptions {
 pub struct IrqEntry {
     /// The VM: the VMM's pid (0: unknown).
     pub pid: u32,
-    /// The VMM's command name (from /proc; the injecting thread's when the VMM is gone).
+    /// The VMM's command name (from /proc; `(exited)` when it is gone).
     pub comm: String,
     /// The injecting thread.
     pub source_tid: u32,
@@ -288,6 +288,8 @@ impl KvmProbe {
     /// Ends the interval: the injections counted since the previous call.
     pub fn drain_injections(&mut self) -> Result<KvmReport> {
         let raw: Vec<(types::kvm_irq_key, u64)> = kit::drain(&self.set.skel.maps.injections)?;
+        // Pids are reused: look each one up again every interval.
+        self.vms.clear();
         let secs = self.last.elapsed().as_secs_f64().max(1e-3);
         self.last = std::time::Instant::now();
         let mut merged: HashMap<EntryKey, u64> = HashMap::new();
@@ -324,7 +326,7 @@ impl KvmProbe {
                 String::new()
             } else {
                 self.vm_of(pid)
-                    .map_or_else(|| source_comm.clone(), |(_, comm)| comm)
+                    .map_or_else(|| "(exited)".to_string(), |(_, comm)| comm)
             };
             entries.push(IrqEntry {
                 pid,

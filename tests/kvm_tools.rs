@@ -21,8 +21,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Counts summed over every interval, by (path, gsi, vector, category, pid).
-/// Can the tool name the VM of KVM's inject kworker: KVM built in (its structs in vmlinux
-/// BTF), or a kvm module with BTF of its own (5.11+)?
+/// Has the kernel BTF for KVM (built in: vmlinux BTF, or a kvm module with BTF of its own,
+/// 5.11+)? Then the tracepoints attach as tp_btf, and the tool can name the VM of KVM's
+/// inject kworker.
 fn kworker_vm_known() -> bool {
     use std::path::Path;
     Path::new("/sys/kernel/btf/kvm").exists() || !Path::new("/sys/module/kvm/initstate").exists()
@@ -113,7 +114,8 @@ fn count_every_path(disable: Option<&str>) {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let want = if disable.is_some() {
+    // tp_btf needs the kvm tracepoints' BTF: KVM built in, or a kvm module with BTF.
+    let want = if disable.is_some() || !kworker_vm_known() {
         "tracepoint/kvm/kvm_set_irq"
     } else {
         "tp_btf/kvm_set_irq"

@@ -35,6 +35,18 @@ int count_drop(void *ctx)
 	return 0;
 }
 
+/* The tun benchmark's floor: the same bare counter on the xmit hook (net_dev_start_xmit). */
+SEC("tp_btf/net_dev_start_xmit")
+int count_xmit(void *ctx)
+{
+	__u32 key = 0;
+	__u64 *n = bpf_map_lookup_elem(&drop_count, &key);
+
+	if (n)
+		(*n)++;
+	return 0;
+}
+
 /*
  * The latency benchmark's floor: bpftrace's two-stage measurement (a timestamp at
  * net_dev_queue, a log2 histogram of the time to net_dev_xmit) with nothing else — no device,

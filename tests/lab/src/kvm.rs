@@ -245,6 +245,25 @@ impl KvmIrqfd {
 /// (with the step that failed) if `/dev/kvm` is missing or not accessible, the API version is
 /// not 12, KVM lacks irqchip, irq routing or irqfd support, or any ioctl fails.
 fn open_vm() -> Result<(OwnedFd, OwnedFd), String> {
+    keep_preempt_notifiers_on()?;
+    open_vm_once()
+}
+
+/// The first VM of the process, kept open until it exits. Creating and destroying a VM
+/// switches the kernel's `preempt_notifier_key` static key on and off (the first VM and the
+/// last), which patches `finish_task_switch` live; under QEMU TCG (the VM test tier) that
+/// patching has crashed a guest kernel (an int3 oops in a kworker). With one VM always open,
+/// later VMs only count the key up and down.
+fn keep_preempt_notifiers_on() -> Result<(), String> {
+    static KEEPER: std::sync::Mutex<Option<(OwnedFd, OwnedFd)>> = std::sync::Mutex::new(None);
+    let mut keeper = KEEPER.lock().unwrap_or_else(|p| p.into_inner());
+    if keeper.is_none() {
+        *keeper = Some(open_vm_once()?);
+    }
+    Ok(())
+}
+
+fn open_vm_once() -> Result<(OwnedFd, OwnedFd), String> {
     let kvm: OwnedFd = OpenOptions::new()
         .read(true)
         .write(true)

@@ -56,8 +56,9 @@ pub fn push_vlan_on_egress(ifname: &str, vlan_id: u16) -> Result<(), String> {
     Ok(())
 }
 
-/// The benchmarks' floor: a bare in-kernel counter on the drop hook (`tp_btf/kfree_skb`) that
-/// only increments a per-CPU counter. Attached while the guard lives; dropping it detaches.
+/// The benchmarks' floor: a bare in-kernel counter on the drop hook (`tp_btf/kfree_skb`, or
+/// the xmit hook with [`DropCounter::attach_xmit`]) that only increments a per-CPU counter.
+/// Attached while the guard lives; dropping it detaches.
 pub struct DropCounter {
     // Declared first, so dropped first: detaching is what the guard is for.
     _link: Link,
@@ -68,13 +69,24 @@ pub struct DropCounter {
 impl DropCounter {
     /// Loads and attaches the counter (needs a kernel with BTF, 5.5 or later).
     pub fn attach() -> Result<DropCounter, String> {
+        Self::attach_program("count_drop")
+    }
+
+    /// The same bare counter on `tp_btf/net_dev_start_xmit` (every xmit into a device).
+    pub fn attach_xmit() -> Result<DropCounter, String> {
+        Self::attach_program("count_xmit")
+    }
+
+    fn attach_program(name: &str) -> Result<DropCounter, String> {
         let mut storage = MaybeUninit::uninit();
-        let open = open_only(&mut storage, "count_drop")?;
+        let open = open_only(&mut storage, name)?;
         let skel = open.load().map_err(|e| format!("load testkit: {e}"))?;
-        let prog = &skel.progs.count_drop;
-        let link = prog
-            .attach()
-            .map_err(|e| format!("attach tp_btf/kfree_skb: {e}"))?;
+        let prog = if name == "count_xmit" {
+            &skel.progs.count_xmit
+        } else {
+            &skel.progs.count_drop
+        };
+        let link = prog.attach().map_err(|e| format!("attach {name}: {e}"))?;
         // The link keeps the program (and it its map) alive after the skeleton is gone.
         let fd = prog.as_fd().try_clone_to_owned();
         let map = MapHandle::try_from(&skel.maps.drop_count);

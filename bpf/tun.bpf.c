@@ -42,6 +42,15 @@ struct {
 } scratch SEC(".maps");
 
 __u64 tun_gen = 0;
+/* The device, as the last xmit saw it: tun_sample reads its rings. */
+__u64 tun_dev = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TUN_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, struct tun_sample);
+} samples SEC(".maps");
 
 /* The device tun_struct of older kernels ended before priv[] existed (before 6.10). */
 struct net_device___priv {
@@ -63,7 +72,8 @@ static __always_inline int tun_is_target(struct net_device *dev, const int direc
 	if (!dev || NP_RD(direct, dev->ifindex, dev, ifindex) != np_filter.ifindex)
 		return 0;
 	net = NP_RD(direct, dev->nd_net.net, dev, nd_net.net);
-	return np_match_place(net, np_net_inum(net, direct), np_filter.ifindex, 0);
+	/* The per-CPU stats remember the namespace that matched: its cookie is read once. */
+	return np_match_place(net, np_net_inum(net, direct), np_filter.ifindex, np_stats());
 }
 
 /* netdev_priv(dev): the priv[] flexible array (6.10+), else ALIGN(sizeof(*dev), 32). */
@@ -81,38 +91,11 @@ static __always_inline __u32 tun_ring_distance(__u32 from, __u32 to, __u32 size,
 	return to > from ? to - from : to + size - from;
 }
 
-/* The tx ring of @dev's queue @q, as ptr_ring_produce() would find it now. */
-static __always_inline void tun_ring_read(struct net_device *dev, __u32 q, struct tun_ring *r)
+/* The ring's indices, and whether queue[producer] is taken. */
+static __always_inline void tun_ring_finish(struct tun_ring *r, void **queue)
 {
-	struct tun_struct *tun;
-	struct tun_file *tf = 0;
-	struct ptr_ring *ring;
-	void **queue;
 	void *slot = 0;
 
-	__builtin_memset(r, 0, sizeof(*r));
-	if (!bpf_core_type_exists(struct tun_struct)) {
-		r->status = TUN_RING_NO_BTF;
-		return;
-	}
-	tun = tun_netdev_priv(dev);
-	if (BPF_CORE_READ(tun, dev) != dev) {
-		r->status = TUN_RING_NOT_TUN;
-		return;
-	}
-	r->numqueues = BPF_CORE_READ(tun, numqueues);
-	if (q >= TUN_MAX_QUEUES ||
-	    bpf_probe_read_kernel(&tf, sizeof(tf), &tun->tfiles[q & (TUN_MAX_QUEUES - 1)]) || !tf) {
-		r->status = TUN_RING_NO_QUEUE;
-		return;
-	}
-	ring = &tf->tx_ring;
-	r->producer = BPF_CORE_READ(ring, producer);
-	r->consumer_head = BPF_CORE_READ(ring, consumer_head);
-	r->consumer_tail = BPF_CORE_READ(ring, consumer_tail);
-	r->size = BPF_CORE_READ(ring, size);
-	r->batch = BPF_CORE_READ(ring, batch);
-	queue = BPF_CORE_READ(ring, queue);
 	if (!r->size || r->producer >= r->size ||
 	    bpf_probe_read_kernel(&slot, sizeof(slot), &queue[r->producer])) {
 		r->status = TUN_RING_BAD;
@@ -123,12 +106,78 @@ static __always_inline void tun_ring_read(struct net_device *dev, __u32 q, struc
 	r->unavailable = tun_ring_distance(r->consumer_tail, r->producer, r->size, r->full);
 }
 
+/*
+ * The tx ring of @dev's queue @q, as ptr_ring_produce() would find it now. With @direct (a
+ * BTF @dev) and bpf_rdonly_cast (6.2+), plain fault-safe loads; else probe reads.
+ */
+static __always_inline void tun_ring_read(struct net_device *dev, __u32 q, struct tun_ring *r,
+					  const int direct)
+{
+	struct tun_struct *tun;
+	struct tun_file *tf = 0;
+	struct ptr_ring *ring;
+	void **queue;
+
+	__builtin_memset(r, 0, sizeof(*r));
+	if (!bpf_core_type_exists(struct tun_struct)) {
+		r->status = TUN_RING_NO_BTF;
+		return;
+	}
+	if (q >= TUN_MAX_QUEUES) {
+		r->status = TUN_RING_NO_QUEUE;
+		return;
+	}
+	if (direct && bpf_ksym_exists(bpf_rdonly_cast)) {
+		tun = bpf_rdonly_cast(tun_netdev_priv(dev), bpf_core_type_id_kernel(struct tun_struct));
+		if (tun->dev != dev) {
+			r->status = TUN_RING_NOT_TUN;
+			return;
+		}
+		r->numqueues = tun->numqueues;
+		if (bpf_probe_read_kernel(&tf, sizeof(tf), &tun->tfiles[q & (TUN_MAX_QUEUES - 1)]) ||
+		    !tf) {
+			r->status = TUN_RING_NO_QUEUE;
+			return;
+		}
+		tf = bpf_rdonly_cast(tf, bpf_core_type_id_kernel(struct tun_file));
+		r->producer = tf->tx_ring.producer;
+		r->consumer_head = tf->tx_ring.consumer_head;
+		r->consumer_tail = tf->tx_ring.consumer_tail;
+		r->size = tf->tx_ring.size;
+		r->batch = tf->tx_ring.batch;
+		tun_ring_finish(r, tf->tx_ring.queue);
+		return;
+	}
+	tun = tun_netdev_priv(dev);
+	if (BPF_CORE_READ(tun, dev) != dev) {
+		r->status = TUN_RING_NOT_TUN;
+		return;
+	}
+	r->numqueues = BPF_CORE_READ(tun, numqueues);
+	if (bpf_probe_read_kernel(&tf, sizeof(tf), &tun->tfiles[q & (TUN_MAX_QUEUES - 1)]) || !tf) {
+		r->status = TUN_RING_NO_QUEUE;
+		return;
+	}
+	ring = &tf->tx_ring;
+	r->producer = BPF_CORE_READ(ring, producer);
+	r->consumer_head = BPF_CORE_READ(ring, consumer_head);
+	r->consumer_tail = BPF_CORE_READ(ring, consumer_tail);
+	r->size = BPF_CORE_READ(ring, size);
+	r->batch = BPF_CORE_READ(ring, batch);
+	queue = BPF_CORE_READ(ring, queue);
+	tun_ring_finish(r, queue);
+}
+
 static __always_inline void tun_ring_stats(struct tun_queue_stats *s, const struct tun_ring *r)
 {
 	if (r->status != TUN_RING_OK) {
 		s->unknown_ring++;
 		s->last_status = r->status;
 		return;
+	}
+	if (!s->first_ts) {
+		s->first_ts = bpf_ktime_get_ns();
+		s->first_pending = r->pending;
 	}
 	s->size = r->size;
 	s->batch = r->batch;
@@ -192,7 +241,9 @@ static __always_inline void tun_xmit(struct sk_buff *skb, struct net_device *dev
 	s = tun_queue(q);
 	if (!s)
 		return;
-	tun_ring_read(dev, q, &r);
+	tun_ring_read(dev, q, &r, direct);
+	if (tun_dev != (__u64)dev)
+		tun_dev = (__u64)dev;
 	s->xmit++;
 	tun_ring_stats(s, &r);
 	if (tun_cfg.events && (tun_cfg.all || r.full))
@@ -219,7 +270,6 @@ static __always_inline void tun_consumed(struct sk_buff *skb, __u64 loc, const i
 {
 	struct net_device *dev = NP_RD(direct, skb->dev, skb, dev);
 	struct tun_queue_stats *s;
-	struct tun_ring r;
 	__u32 q;
 
 	if (!tun_is_target(dev, direct))
@@ -237,9 +287,6 @@ static __always_inline void tun_consumed(struct sk_buff *skb, __u64 loc, const i
 	if (!s)
 		return;
 	s->read++;
-	tun_ring_read(dev, q, &r);
-	if (r.status == TUN_RING_OK)
-		s->size = r.size;
 }
 
 static __always_inline void tun_dropped(struct sk_buff *skb, __u32 reason, const int direct)
@@ -352,5 +399,35 @@ int BPF_KPROBE(tun_xmit_kp, struct sk_buff *skb, struct net_device *dev)
 	return 0;
 }
 
+/*
+ * Run by user space (BPF_PROG_TEST_RUN) at the end of an interval: every queue's ring now,
+ * so the packets read are known without a program per read (fill before + produced - fill now).
+ */
+SEC("raw_tp")
+int tun_sample(void *ctx)
+{
+	struct net_device *dev = (struct net_device *)tun_dev;
+	struct tun_sample *out;
+	struct tun_ring r;
+	__u32 n = 1;
+
+	if (!dev)
+		return 0;
+	for (__u32 q = 0; q < TUN_MAX_QUEUES && q < n; q++) {
+		__u32 key = q;
+
+		out = bpf_map_lookup_elem(&samples, &key);
+		if (!out)
+			return 0;
+		tun_ring_read(dev, q, &r, 0);
+		out->ring = r;
+		out->valid = r.status == TUN_RING_OK;
+		if (q == 0 && r.numqueues)
+			n = r.numqueues;
+	}
+	return 0;
+}
+
 struct tun_event tun_event_type = {};
 struct tun_queue_stats tun_queue_stats_type = {};
+struct tun_sample tun_sample_type = {};

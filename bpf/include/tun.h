@@ -52,7 +52,7 @@ struct tun_ring {
 struct tun_queue_stats {
 	__u64 xmit;            /* packets the stack handed to the tap on this queue */
 	__u64 full;            /* of those, found the ring full */
-	__u64 read;            /* packets a reader took (consume_skb in a tun read function) */
+	__u64 read;            /* packets a reader took (consume_skb; kernels without tun's BTF) */
 	__u64 drops;           /* kfree_skb of the tap's packets on this queue (any reason) */
 	__u64 sum_pending;     /* sum over xmits, for the mean fill */
 	__u64 unknown_ring;    /* xmits whose ring could not be read (status != OK) */
@@ -63,7 +63,15 @@ struct tun_queue_stats {
 	__u32 drop_reason[TUN_DROP_REASONS]; /* reason values seen ... */
 	__u32 drop_count[TUN_DROP_REASONS];  /* ... and how often */
 	__u32 last_status;     /* enum tun_ring_status of the last failed read */
-	__u32 pad;
+	__u32 first_pending;   /* the fill found by this CPU's first xmit of the interval ... */
+	__u64 first_ts;        /* ... and when (0: none) */
+};
+
+/* A queue's ring at the end of an interval (the tun_sample program, run by user space). */
+struct tun_sample {
+	struct tun_ring ring;
+	__u8 valid;
+	__u8 pad[3];
 };
 
 /* One xmit into the tap (details). */

@@ -5,8 +5,11 @@
 //! reads `netdev_priv(dev)` as a `tun_struct`, checks `tun->dev == dev`, and reads
 //! `tfiles[skb->queue_mapping]->tx_ring`: producer, consumer head and tail, size, batch, and
 //! whether `queue[producer]` is taken (the ring is full: `tun_net_xmit` drops the packet
-//! with `FULL_RING`). Reads are `consume_skb` in the tun read functions; drops are
-//! `kfree_skb` of the device's packets, by reason (names from the kernel's BTF).
+//! with `FULL_RING`). At the end of each interval a program run by user space reads every
+//! queue's ring once more: the packets read are the fill before, plus those produced, minus the
+//! fill now, with no program per read. Where the kernel has no BTF for tun (its module before
+//! 5.11) there is no ring to read: reads are then `consume_skb` in the tun read functions.
+//! Drops are `kfree_skb` of the device's packets, by reason (names from the kernel's BTF).
 use crate::clock::WallClock;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -17,6 +20,7 @@ use crate::probe::{Candidate, Plan, ProbeKind, ProbePoint};
 use crate::run::{EventSource, IntervalSource};
 use crate::sets::flow::{cstr, FlowView};
 use crate::skel::tun::{types, TunSkel, TunSkelBuilder};
+use libbpf_rs::MapCore;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -27,6 +31,8 @@ unsafe impl plain::Plain for types::tun_event {}
 unsafe impl plain::Plain for types::tun_queue_stats {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::np_kit_config {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::tun_sample {}
 
 /// Queues a tun device can have (`MAX_TAP_QUEUES`).
 pub const MAX_QUEUES: u32 = types::tun_sizes::TUN_MAX_QUEUES.0;
@@ -258,6 +264,10 @@ pub struct TunProbe {
     ring: Option<EventRing<types::tun_event>>,
     reasons: DropReasons,
     clock: WallClock,
+    /// Reads come from ring samples (else from consume_skb).
+    ring_readable: bool,
+    /// Each queue's fill (and ring size) at the last sample.
+    fill: BTreeMap<u32, (u32, u32)>,
 }
 
 impl TunProbe {
@@ -298,13 +308,19 @@ impl TunProbe {
         let mut filter = opts.filter.clone();
         filter.netns = Some(ns);
         filter.interface = Some((ifindex, opts.device.clone()));
+        let ring_readable = env.btf.has_struct("tun_struct", "tun_net_xmit");
+        let points: Vec<ProbePoint> = TunSet::probe_points()
+            .into_iter()
+            .filter(|p| !(ring_readable && p.name == "reader read"))
+            .collect();
+        let plan = Plan::choose(&points, &env.features, &env.btf, env.tracefs.as_deref());
         let read_fns: Vec<(u64, u64)> = READ_FUNCTIONS
             .iter()
             .filter_map(|f| crate::symbol::kallsyms_range(f).ok())
             .collect();
         let spec = LoadSpec {
             set: TunSet::NAME,
-            plan: TunSet::plan(env),
+            plan,
             stacks: kit::StackPolicy::off(),
             kit: &opts.kit,
         };
@@ -327,6 +343,8 @@ impl TunProbe {
             }
             cfg.events = u8::from(opts.events);
             cfg.all = u8::from(opts.all);
+            // Not an attach point: run at the end of each interval.
+            open.progs.tun_sample.set_autoload(ring_readable);
             Ok(())
         })?;
         let ring = opts
@@ -339,6 +357,8 @@ impl TunProbe {
             ring,
             reasons: env.reasons.clone(),
             clock: WallClock::new(),
+            ring_readable,
+            fill: BTreeMap::new(),
         })
     }
 
@@ -364,18 +384,112 @@ impl TunProbe {
             gen
         };
         kit::grace_period();
+        let now = if self.ring_readable {
+            self.sample_rings()?
+        } else {
+            BTreeMap::new()
+        };
         let base = (gen & 1) as u32 * MAX_QUEUES;
         let raw: Vec<(u32, Vec<types::tun_queue_stats>)> =
             kit::take_percpu(&self.set.skel.maps.queues, base..base + MAX_QUEUES)?;
-        let queues = raw
-            .into_iter()
-            .map(|(key, per_cpu)| self.queue_report(key - base, &per_cpu))
+        let mut stats: BTreeMap<u32, Vec<types::tun_queue_stats>> =
+            raw.into_iter().map(|(k, v)| (k - base, v)).collect();
+        // A queue only read from in this interval has no counts but a changed fill.
+        for (q, (fill, _)) in &now {
+            let before = self.fill.get(q).map(|f| f.0);
+            if !stats.contains_key(q) && before.is_some_and(|b| b != *fill) {
+                stats.insert(*q, Vec::new());
+            }
+        }
+        let queues = stats
+            .iter()
+            .map(|(&q, per_cpu)| {
+                let mut r = self.queue_report(q, per_cpu);
+                if self.ring_readable {
+                    self.reads_from_fill(&mut r, per_cpu, now.get(&q).copied());
+                }
+                r
+            })
             .collect();
+        for (q, f) in now {
+            self.fill.insert(q, f);
+        }
         Ok(TunReport {
             ifname: self.opts.device.clone(),
             queues,
             stats: self.set.stats.delta(),
         })
+    }
+
+    /// Every queue's ring now (the `tun_sample` program): queue -> (fill, size).
+    fn sample_rings(&mut self) -> Result<BTreeMap<u32, (u32, u32)>> {
+        self.set
+            .skel
+            .progs
+            .tun_sample
+            .test_run(libbpf_rs::ProgramInput::default())
+            .map_err(|source| Error::Bpf {
+                context: "run tun_sample".into(),
+                source,
+            })?;
+        let map = &self.set.skel.maps.samples;
+        let mut out = BTreeMap::new();
+        let mut queues = MAX_QUEUES;
+        for q in 0..MAX_QUEUES {
+            if q >= queues {
+                break;
+            }
+            let key = q.to_ne_bytes();
+            let Some(bytes) = map
+                .lookup(&key, libbpf_rs::MapFlags::ANY)
+                .map_err(|source| Error::Bpf {
+                    context: "read tun samples".into(),
+                    source,
+                })?
+            else {
+                continue;
+            };
+            let mut sample = types::tun_sample::default();
+            if plain::copy_from_bytes(&mut sample, &bytes).is_err() {
+                continue;
+            }
+            if q == 0 && sample.ring.numqueues > 0 {
+                // Entries past the device's queues are left over from when it had more.
+                queues = u32::from(sample.ring.numqueues);
+            }
+            if sample.valid == 0 || self.opts.queue.is_some_and(|only| only != q) {
+                continue;
+            }
+            out.insert(q, (sample.ring.pending, sample.ring.size));
+        }
+        Ok(out)
+    }
+
+    /// Packets read in the interval: the fill before (the last sample, else what the first
+    /// xmit found), plus the packets produced (xmits that did not find the ring full), minus the
+    /// fill now.
+    fn reads_from_fill(
+        &self,
+        r: &mut QueueReport,
+        per_cpu: &[types::tun_queue_stats],
+        now: Option<(u32, u32)>,
+    ) {
+        let Some((fill_now, size)) = now else {
+            return;
+        };
+        if r.size == 0 {
+            r.size = size;
+        }
+        let first = per_cpu
+            .iter()
+            .filter(|s| s.first_ts != 0)
+            .min_by_key(|s| s.first_ts)
+            .map(|s| s.first_pending);
+        let Some(before) = self.fill.get(&r.queue).map(|f| f.0).or(first) else {
+            return;
+        };
+        let produced = (r.xmit - r.unknown_ring).saturating_sub(r.full);
+        r.read = (u64::from(before) + produced).saturating_sub(u64::from(fill_now));
     }
 
     fn queue_report(&self, queue: u32, per_cpu: &[types::tun_queue_stats]) -> QueueReport {

@@ -108,7 +108,7 @@ static __always_inline void tun_ring_finish(struct tun_ring *r, void **queue)
 
 /*
  * The tx ring of @dev's queue @q, as ptr_ring_produce() would find it now. With @direct (a
- * BTF @dev) and bpf_rdonly_cast (6.2+), plain fault-safe loads; else probe reads.
+ * BTF @dev), bpf_rdonly_cast (6.2+) and tun built in, plain fault-safe loads; else probe reads.
  */
 static __always_inline void tun_ring_read(struct net_device *dev, __u32 q, struct tun_ring *r,
 					  const int direct)
@@ -127,7 +127,8 @@ static __always_inline void tun_ring_read(struct net_device *dev, __u32 q, struc
 		r->status = TUN_RING_NO_QUEUE;
 		return;
 	}
-	if (direct && bpf_ksym_exists(bpf_rdonly_cast)) {
+	/* bpf_rdonly_cast takes vmlinux type IDs only: tun built in, not a module. */
+	if (direct && tun_cfg.vmlinux_tun && bpf_ksym_exists(bpf_rdonly_cast)) {
 		tun = bpf_rdonly_cast(tun_netdev_priv(dev), bpf_core_type_id_kernel(struct tun_struct));
 		if (tun->dev != dev) {
 			r->status = TUN_RING_NOT_TUN;

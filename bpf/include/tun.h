@@ -30,7 +30,7 @@ struct tun_config {
 	__u8 has_queue;
 	__u8 events;      /* report xmits as events (else only count them) */
 	__u8 all;         /* events for every xmit, not only those that find the ring full */
-	__u8 pad;
+	__u8 vmlinux_tun; /* struct tun_struct is in vmlinux BTF: bpf_rdonly_cast can take it */
 };
 
 /* A ptr_ring snapshot. pending: produced, not yet consumed; unavailable: slots the producer

@@ -127,6 +127,12 @@ impl KernelBtf {
             || self.module_has(&[module_symbol], name, libbpf_sys::BTF_KIND_STRUCT)
     }
 
+    /// Is struct `name` in the kernel's own BTF (not a module's)? kfuncs that take a type ID
+    /// (`bpf_rdonly_cast`) take vmlinux IDs only.
+    pub fn vmlinux_has_struct(&self, name: &str) -> bool {
+        self.btf.type_by_name::<types::Struct<'_>>(name).is_some()
+    }
+
     /// Does struct `strukt` have a member `field`?
     pub fn struct_has_field(&self, strukt: &str, field: &str) -> bool {
         self.btf

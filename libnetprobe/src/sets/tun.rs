@@ -309,6 +309,7 @@ impl TunProbe {
         filter.netns = Some(ns);
         filter.interface = Some((ifindex, opts.device.clone()));
         let ring_readable = env.btf.has_struct("tun_struct", "tun_net_xmit");
+        let vmlinux_tun = env.btf.vmlinux_has_struct("tun_struct");
         let points: Vec<ProbePoint> = TunSet::probe_points()
             .into_iter()
             .filter(|p| !(ring_readable && p.name == "reader read"))
@@ -343,6 +344,7 @@ impl TunProbe {
             }
             cfg.events = u8::from(opts.events);
             cfg.all = u8::from(opts.all);
+            cfg.vmlinux_tun = u8::from(vmlinux_tun);
             // Not an attach point: run at the end of each interval.
             open.progs.tun_sample.set_autoload(ring_readable);
             Ok(())

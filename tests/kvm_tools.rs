@@ -104,7 +104,6 @@ fn count_every_path(disable: Option<&str>) {
         for _ in 0..4 {
             vm.signal_msi().unwrap_or_else(|e| panic!("{e}"));
         }
-        std::thread::sleep(Duration::from_millis(100));
         vm
     });
     let out = tool.stop(Signal::SIGINT);
@@ -223,9 +222,7 @@ fn category_and_thread_filters_keep_only_their_injections() {
             .expect("spawn writer");
         let vm = writer.join().expect("writer");
         go_tx.send(vm).expect("hand over the VM");
-        let vm = second.join().expect("second writer");
-        std::thread::sleep(Duration::from_millis(100));
-        vm
+        second.join().expect("second writer")
     });
     let data = data.stop(Signal::SIGINT);
     let control = control.stop(Signal::SIGINT);

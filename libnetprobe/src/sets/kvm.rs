@@ -144,6 +144,20 @@ pub struct KvmOptions {
     pub kit: KitConfig,
 }
 
+impl KvmOptions {
+    /// Checks the options: a VM pid must be a running process.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(pid) = self.vm_pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(Error::usage(format!(
+                    "no process {pid}: give the VMM's (QEMU's) pid (pgrep qemu)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One VM / GSI / vector / path over an interval.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IrqEntry {

@@ -2,19 +2,9 @@
 //! a "VM" (a tap read by this process) on a bridge, with known delays induced, each tool's
 //! text output printed. Usage: `latency_demo BIN_DIR` (where the tools were built).
 use netprobe_lab::latency::{Tbf, TbfQueue, VmLab};
-use netprobe_lab::{ns_exec, send_udp, wait_until, Lab, ToolRun};
-use nix::sys::signal::Signal;
+use netprobe_lab::{ns_exec, send_udp, show_run, wait_until, Lab, ToolRun};
 use std::net::SocketAddrV4;
 use std::time::Duration;
-
-fn show(title: &str, run: ToolRun) {
-    println!("### {title}");
-    let out = run.stop(Signal::SIGINT);
-    for l in out.stdout {
-        println!("{l}");
-    }
-    println!();
-}
 
 fn main() {
     netprobe_lab::require_root();
@@ -52,15 +42,15 @@ fn main() {
     );
     send_udp(&a, None, SocketAddrV4::new(vl.lab.b_ip, 7400), 20, 1000);
     std::thread::sleep(Duration::from_millis(400));
-    show(
+    show_run(
         "system_network_latency_summary --stage-latency  (20 UDP datagrams, 2 Mbit/s tbf on the uplink)",
         summary,
     );
-    show(
+    show_run(
         "system_network_latency_details --latency-us 60000  (the same datagrams: those that waited 60 ms or more)",
         details,
     );
-    show("qdisc_latency_details --latency-us 70000", qdisc);
+    show_run("qdisc_latency_details --latency-us 70000", qdisc);
     drop(shaper);
 
     // ICMP round trips, timed on the pinger's and on the responder's side.
@@ -90,11 +80,11 @@ fn main() {
         &a,
         &["ping", "-c", "2", "-i", "0.2", &vl.lab.b_ip.to_string()],
     );
-    show(
+    show_run(
         "kernel_icmp_rtt --direction tx  (ping -c 2, on the pinger)",
         pinger,
     );
-    show(
+    show_run(
         "kernel_icmp_rtt --direction rx  (the same pings, on the responder)",
         responder,
     );
@@ -141,15 +131,15 @@ fn main() {
     vl.vm
         .send_udp_from_vm(vl.lab.a_mac, vl.lab.a_ip, 7402, 4000, 2, 100);
     std::thread::sleep(Duration::from_millis(200));
-    show(
+    show_run(
         "vm_network_latency_summary --direction rx --stage-latency  (15 datagrams to the VM; its reader stopped for 300 ms during 5)",
         summary,
     );
-    show(
+    show_run(
         "vm_network_latency_details --direction rx --latency-us 100000  (only the 5 that waited for the reader)",
         details,
     );
-    show(
+    show_run(
         "vm_network_performance_metrics --direction tx  (2 datagrams the VM sends)",
         metrics,
     );

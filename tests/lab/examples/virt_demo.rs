@@ -5,19 +5,9 @@
 use netprobe_lab::kvm::{KvmIrqLab, MsiTrace, IOAPIC_GSI};
 use netprobe_lab::latency::{mac_string, TapVm, VM_MAC};
 use netprobe_lab::testkit::steer_tun_by_udp_dport;
-use netprobe_lab::{ns_exec, send_udp, wait_until, Lab, ToolRun};
-use nix::sys::signal::Signal;
+use netprobe_lab::{ns_exec, send_udp, show_run, wait_until, Lab, ToolRun};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
-
-fn show(title: &str, run: ToolRun) {
-    println!("### {title}");
-    let out = run.stop(Signal::SIGINT);
-    for l in out.stdout {
-        println!("{l}");
-    }
-    println!();
-}
 
 fn main() {
     netprobe_lab::require_root();
@@ -66,13 +56,13 @@ fn main() {
     vm.resume();
     wait_until("the VM to read its rings", wait, || vm.frames_read() >= 128);
     std::thread::sleep(Duration::from_millis(100));
-    show(
+    show_run(
         &format!(
             "tun_ring_monitor -d vnet0 --netns {ns} -i 60  (the reader stalls; 100 + 70 packets)"
         ),
         summary,
     );
-    show(
+    show_run(
         &format!("tun_ring_monitor -d vnet0 --netns {ns} --dst-port 5001  (ring-full xmits)"),
         events,
     );
@@ -121,7 +111,7 @@ fn main() {
         kvm.signal_msi().unwrap_or_else(|e| panic!("{e}"));
     }
     std::thread::sleep(Duration::from_millis(100));
-    show(
+    show_run(
         &format!("kvm_irqfd_stats_summary {me} -i 60  (this process's VM)"),
         irqs,
     );

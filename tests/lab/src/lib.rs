@@ -772,6 +772,16 @@ pub fn run_tool(bin: &str, args: &[&str]) -> ToolOutput {
     ToolRun::spawn(cmd).wait(Duration::from_secs(30))
 }
 
+/// Stops `run` with SIGINT and prints its stdout under `### title` (the demo examples).
+pub fn show_run(title: &str, run: ToolRun) {
+    println!("### {title}");
+    let out = run.stop(Signal::SIGINT);
+    for l in out.stdout {
+        println!("{l}");
+    }
+    println!();
+}
+
 /// Ids of every loaded BPF program (`bpftool -j prog show`).
 pub fn loaded_prog_ids() -> Vec<u32> {
     bpf_prog_ids_with_names(&[])

@@ -43,20 +43,13 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let vm_pid = args.pid.or(args.qemu_pid);
-    if let Some(pid) = vm_pid {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            return Err(libnetprobe::Error::usage(format!(
-                "no process {pid}: give the VMM's (QEMU's) pid (pgrep qemu)"
-            )));
-        }
-    }
     let opts = KvmOptions {
-        vm_pid,
+        vm_pid: args.pid.or(args.qemu_pid),
         vhost_pid: args.vhost_pid,
         category: args.category,
         ..KvmOptions::default()
     };
+    opts.validate()?;
     let Some(env) = libnetprobe::run::start(args.output.list_probes, USES)? else {
         return Ok(());
     };

@@ -114,20 +114,6 @@ static __always_inline struct lat_counters *lat_counters(void)
 	return bpf_map_lookup_elem(&counters, &zero);
 }
 
-static __always_inline __u32 lat_slot(__u64 v)
-{
-	/* floor(log2 v) + 1, 0 for 0: the same function as Rust's hist::slot_of. */
-	__u32 r = 0;
-
-	if (v >> 32) { v >>= 32; r += 32; }
-	if (v >> 16) { v >>= 16; r += 16; }
-	if (v >> 8) { v >>= 8; r += 8; }
-	if (v >> 4) { v >>= 4; r += 4; }
-	if (v >> 2) { v >>= 2; r += 2; }
-	if (v >> 1) { v >>= 1; r += 1; }
-	return v ? r + 1 : 0;
-}
-
 static __always_inline void lat_hist_add(__u32 path, __u32 pair, __u64 ns)
 {
 	__u32 idx = (__u32)(lat_gen & 1) * lat_cfg.hist_cells + path * lat_cfg.hist_pairs + pair;
@@ -136,7 +122,7 @@ static __always_inline void lat_hist_add(__u32 path, __u32 pair, __u64 ns)
 	h = bpf_map_lookup_elem(&hists, &idx);
 	if (!h)
 		return;
-	slot = lat_slot(ns);
+	slot = np_log2_slot(ns);
 	if (slot >= LAT_SLOTS)
 		slot = LAT_SLOTS - 1;
 	barrier_var(slot);
@@ -191,7 +177,7 @@ static __always_inline int lat_flow_key_eq(const struct lat_flow_key *a,
 static __always_inline void lat_flow_add(const struct lat_key *k, __u32 path, __u64 ns,
 					 struct np_stats *st)
 {
-	__u32 idx = (__u32)(lat_gen & 1), slot = lat_slot(ns);
+	__u32 idx = (__u32)(lat_gen & 1), slot = np_log2_slot(ns);
 	struct lat_flow_key fk;
 	struct lat_flow_acc *a;
 

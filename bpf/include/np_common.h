@@ -109,3 +109,18 @@ static __always_inline void np_map_full(struct np_stats *st)
 	if (st)
 		st->map_full++;
 }
+
+/* floor(log2 v) + 1, 0 for 0: the slot of a log2 histogram, the same function as Rust's
+ * hist::slot_of. */
+static __always_inline __u32 np_log2_slot(__u64 v)
+{
+	__u32 r = 0;
+
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) { v >>= 1; r += 1; }
+	return v ? r + 1 : 0;
+}

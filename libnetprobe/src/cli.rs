@@ -57,6 +57,42 @@ pub struct IntervalArgs {
     pub duration: Option<Duration>,
 }
 
+/// `-d/--device`, `--netns`, `-i/--interval` and `--duration` (long form only: `-d` is the
+/// device), for the per-device tools whose users know `-d` as the device.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceIntervalArgs {
+    /// The interface
+    #[arg(short = 'd', long, value_name = "IFNAME")]
+    pub device: String,
+    /// The network namespace the device is in: a name from 'ip netns list' or a PID
+    #[arg(long, value_name = "NAME|PID")]
+    pub netns: Option<String>,
+    /// Seconds between reports (default: the tool's)
+    #[arg(short = 'i', long, value_parser = parse_interval, value_name = "SECS")]
+    pub interval: Option<Duration>,
+    /// Stop after this many seconds (default: run until Ctrl-C)
+    #[arg(long, value_parser = parse_duration, value_name = "SECS")]
+    pub duration: Option<Duration>,
+}
+
+impl DeviceIntervalArgs {
+    /// The intervals, with `default` where `-i` was not given.
+    pub fn intervals(&self, default: Duration) -> IntervalArgs {
+        IntervalArgs {
+            interval: self.interval.unwrap_or(default),
+            duration: self.duration,
+        }
+    }
+
+    /// The `--netns` namespace, resolved.
+    pub fn netns(&self) -> Result<Option<crate::kernel::netns::Netns>> {
+        self.netns
+            .as_deref()
+            .map(crate::kernel::netns::Netns::resolve)
+            .transpose()
+    }
+}
+
 /// `--json` and `--list-probes`.
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {

@@ -38,6 +38,63 @@ pub struct Percentiles {
     pub max: u64,
 }
 
+/// One histogram bucket: values in `[low, high]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Bucket {
+    /// Smallest value of the bucket.
+    pub low: u64,
+    /// Largest value of the bucket.
+    pub high: u64,
+    /// Samples in it.
+    pub count: u64,
+}
+
+/// A histogram as reports carry it: unit, count, mean, percentiles and the non-empty buckets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistSummary {
+    /// Unit of every value (`ns`).
+    pub unit: &'static str,
+    /// Samples.
+    pub count: u64,
+    /// Mean (exact where the sum of the samples is known, else 0).
+    pub avg: u64,
+    /// 50th percentile (upper bound of its log2 bucket).
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest sample (upper bound of the highest bucket).
+    pub max: u64,
+    /// Non-empty buckets, lowest first.
+    pub buckets: Vec<Bucket>,
+    #[serde(skip)]
+    hist: Log2Hist,
+}
+
+impl HistSummary {
+    /// The summary of `hist` in `unit`, whose samples sum to `sum` (0: unknown).
+    pub fn new(unit: &'static str, hist: &Log2Hist, sum: u64) -> Self {
+        let p = hist.percentiles();
+        Self {
+            unit,
+            count: p.count,
+            avg: sum.checked_div(p.count).unwrap_or(0),
+            p50: p.p50,
+            p90: p.p90,
+            p99: p.p99,
+            max: p.max,
+            buckets: hist.bucket_list(),
+            hist: hist.clone(),
+        }
+    }
+
+    /// The histogram itself (for rendering).
+    pub fn hist(&self) -> &Log2Hist {
+        &self.hist
+    }
+}
+
 /// The slot of a value, as BPF computes it.
 pub fn slot_of(v: u64) -> usize {
     (64 - v.leading_zeros()) as usize
@@ -53,6 +110,13 @@ pub fn slot_bounds(i: usize) -> (u64, u64) {
 }
 
 impl Log2Hist {
+    /// The non-empty buckets, lowest first.
+    pub fn bucket_list(&self) -> Vec<Bucket> {
+        self.buckets()
+            .map(|(low, high, count)| Bucket { low, high, count })
+            .collect()
+    }
+
     /// Builds a histogram from slot counts read from a BPF map.
     pub fn from_slots(counts: &[u64]) -> Self {
         let mut h = Self::default();

@@ -48,6 +48,10 @@ pub mod skel {
     pub mod kvm {
         include!(concat!(env!("OUT_DIR"), "/kvm.skel.rs"));
     }
+    /// The virtio probe set's BPF object (virtio-net NAPI polls and IRQs).
+    pub mod virtio {
+        include!(concat!(env!("OUT_DIR"), "/virtio.skel.rs"));
+    }
     /// The tun probe set's BPF object (tap tx rings).
     pub mod tun {
         include!(concat!(env!("OUT_DIR"), "/tun.skel.rs"));

@@ -144,6 +144,14 @@ impl KernelSymbolizer {
 
 /// Address range `[start, end)` of kernel function `func`, from /proc/kallsyms.
 pub fn kallsyms_range(func: &str) -> Result<(u64, u64)> {
+    kallsyms_ranges(&[func])?
+        .remove(0)
+        .ok_or_else(|| Error::usage(format!("no kernel function '{func}' in /proc/kallsyms")))
+}
+
+/// Address ranges `[start, end)` of kernel functions `funcs` (`None`: not in kallsyms), from
+/// one read of /proc/kallsyms.
+pub fn kallsyms_ranges(funcs: &[&str]) -> Result<Vec<Option<(u64, u64)>>> {
     let text = std::fs::read_to_string("/proc/kallsyms")
         .map_err(|e| Error::io("cannot read /proc/kallsyms", e))?;
     let mut syms: Vec<(u64, &str)> = text
@@ -162,18 +170,20 @@ pub fn kallsyms_range(func: &str) -> Result<(u64, u64)> {
         ));
     }
     syms.sort_unstable();
-    let idx = syms
-        .iter()
-        .position(|(_, n)| *n == func)
-        .or_else(|| syms.iter().position(|(_, n)| base_name(n) == func))
-        .ok_or_else(|| Error::usage(format!("no kernel function '{func}' in /proc/kallsyms")))?;
-    let start = syms[idx].0;
-    let end = syms[idx + 1..]
-        .iter()
-        .map(|(a, _)| *a)
-        .find(|a| *a > start)
-        .unwrap_or(start + 1);
-    Ok((start, end))
+    let range_of = |func: &str| {
+        let idx = syms
+            .iter()
+            .position(|(_, n)| *n == func)
+            .or_else(|| syms.iter().position(|(_, n)| base_name(n) == func))?;
+        let start = syms[idx].0;
+        let end = syms[idx + 1..]
+            .iter()
+            .map(|(a, _)| *a)
+            .find(|a| *a > start)
+            .unwrap_or(start + 1);
+        Some((start, end))
+    };
+    Ok(funcs.iter().map(|f| range_of(f)).collect())
 }
 
 #[cfg(test)]

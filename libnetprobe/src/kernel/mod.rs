@@ -1,6 +1,7 @@
 //! What the running kernel offers: BTF, tracefs, program types, namespaces.
 pub mod btf;
 pub mod features;
+pub mod interrupts;
 pub mod netns;
 pub mod tracefs;
 

@@ -140,6 +140,12 @@ impl Netns {
     /// The driver of interface `name` in this namespace (`tun`, `veth`, `virtio_net`), from
     /// the `ETHTOOL_GDRVINFO` ioctl; `None` if the interface does not answer it.
     pub fn driver(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.driver_info(name)?.map(|d| d.driver))
+    }
+
+    /// Driver and bus of interface `name` in this namespace (`None`: no such interface, or
+    /// the driver does not say).
+    pub fn driver_info(&self, name: &str) -> Result<Option<DriverInfo>> {
         let owned = name.to_string();
         self.run_inside(move || interface_driver(&owned))
     }
@@ -159,8 +165,17 @@ impl Netns {
     }
 }
 
+/// What `ethtool -i` says of an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverInfo {
+    /// Driver name (`virtio_net`, `tun`, `veth`).
+    pub driver: String,
+    /// Bus address (`0000:00:03.0` for a virtio-net PCI device; empty if none).
+    pub bus_info: String,
+}
+
 /// The driver of interface `name` in the calling thread's namespace (`ETHTOOL_GDRVINFO`).
-fn interface_driver(name: &str) -> Option<String> {
+fn interface_driver(name: &str) -> Option<DriverInfo> {
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
     const ETHTOOL_GDRVINFO: u32 = 3;
     /// `struct ethtool_drvinfo` (include/uapi/linux/ethtool.h).
@@ -213,8 +228,14 @@ fn interface_driver(name: &str) -> Option<String> {
     if rc != 0 {
         return None;
     }
-    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
-    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+    let text = |b: &[u8; 32]| {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    };
+    Some(DriverInfo {
+        driver: text(&info.driver),
+        bus_info: text(&info.bus_info),
+    })
 }
 
 /// The cookie of the calling thread's namespace, from a socket created in it (5.14+).

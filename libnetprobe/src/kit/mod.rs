@@ -22,7 +22,7 @@ pub mod stats;
 
 pub use drain::{drain, reset_u64};
 pub use load::{load, LoadSpec, LoadedSet};
-pub use percpu::take_percpu;
+pub use percpu::{flip_generation, take_percpu};
 pub use ring::EventRing;
 pub use set::ProbeSet;
 pub use stacks::{StackMode, StackPolicy, StackStore};

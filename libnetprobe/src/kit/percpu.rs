@@ -6,6 +6,19 @@ use crate::error::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 use std::ops::Range;
 
+/// Flips the `.bss` generation counter `counter` (the programs count into entries of
+/// generation `counter & 1`), waits out the programs still counting into the old generation,
+/// and returns the old one: its entries can then be taken with [`take_percpu`].
+pub fn flip_generation(counter: &mut u64) -> u64 {
+    // SAFETY: `counter` is a valid, aligned u64 (in the object's mmapped .bss); volatile
+    // accesses keep the store from being merged or moved past the grace period.
+    let old = unsafe { std::ptr::read_volatile(counter) };
+    // SAFETY: as above.
+    unsafe { std::ptr::write_volatile(counter, old.wrapping_add(1)) };
+    super::grace_period();
+    old
+}
+
 /// Reads and zeroes entries `keys` of per-CPU array `map`: for each entry that was not all
 /// zero on every CPU, its key and its value on each possible CPU (decoded as `T`).
 pub fn take_percpu<T: plain::Plain + Default>(

@@ -11,6 +11,7 @@ pub mod kvm;
 pub mod latency;
 pub mod table;
 pub mod tun;
+pub mod virtio;
 pub use table::Table;
 
 /// Buffered stdout: callers write a batch (an interval report, a poll's events) and flush

@@ -12,7 +12,7 @@ use crate::probe::{Candidate, Plan, ProbeKind, ProbePoint};
 use crate::run::{EventSource, IntervalSource};
 use crate::sets::flow::{cstr, tcp_flags, FlowView};
 use crate::skel::drop::{types, DropSkel, DropSkelBuilder};
-use crate::symbol::kallsyms_range;
+use crate::symbol::{kallsyms_range, kallsyms_ranges};
 use clap::ValueEnum;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -522,9 +522,7 @@ impl DropProbe {
         let skipped = func_range("--filter", &opts.skip_func)?;
         let mut normal = [types::drop_range::default(); 8];
         if !env.reasons.available {
-            let found = NORMAL_FREE_CALLERS
-                .iter()
-                .filter_map(|f| kallsyms_range(f).ok());
+            let found = kallsyms_ranges(&NORMAL_FREE_CALLERS)?.into_iter().flatten();
             for (slot, (start, end)) in normal.iter_mut().zip(found) {
                 *slot = types::drop_range { start, end };
             }

@@ -220,10 +220,8 @@ impl KvmProbe {
                 "no kvm tracepoints on this kernel: KVM is not loaded (modprobe kvm_intel or kvm_amd) or not built",
             ));
         }
-        let fns: Vec<Option<(u64, u64)>> = ["irqfd_wakeup", "irqfd_inject", "kvm_vm_ioctl"]
-            .iter()
-            .map(|f| crate::symbol::kallsyms_range(f).ok())
-            .collect();
+        let fns: Vec<Option<(u64, u64)>> =
+            crate::symbol::kallsyms_ranges(&["irqfd_wakeup", "irqfd_inject", "kvm_vm_ioctl"])?;
         let tracefs = env.tracefs.clone();
         let spec = LoadSpec {
             set: KvmSet::NAME,

@@ -5,6 +5,7 @@ pub mod flow;
 pub mod kvm;
 pub mod latency;
 pub mod tun;
+pub mod virtio;
 
 use crate::kit::set::SetInfo;
 
@@ -15,5 +16,6 @@ pub fn all() -> Vec<SetInfo> {
         SetInfo::of::<latency::LatencySet>(),
         SetInfo::of::<tun::TunSet>(),
         SetInfo::of::<kvm::KvmSet>(),
+        SetInfo::of::<virtio::VirtioSet>(),
     ]
 }

@@ -315,9 +315,9 @@ impl TunProbe {
             .filter(|p| !(ring_readable && p.name == "reader read"))
             .collect();
         let plan = Plan::choose(&points, &env.features, &env.btf, env.tracefs.as_deref());
-        let read_fns: Vec<(u64, u64)> = READ_FUNCTIONS
-            .iter()
-            .filter_map(|f| crate::symbol::kallsyms_range(f).ok())
+        let read_fns: Vec<(u64, u64)> = crate::symbol::kallsyms_ranges(&READ_FUNCTIONS)?
+            .into_iter()
+            .flatten()
             .collect();
         let spec = LoadSpec {
             set: TunSet::NAME,
@@ -371,21 +371,14 @@ impl TunProbe {
 
     /// Ends the interval: the per-queue counts since the previous call.
     pub fn drain_queues(&mut self) -> Result<TunReport> {
-        let gen = {
-            let bss = self
-                .set
-                .skel
-                .maps
-                .bss_data
-                .as_deref_mut()
-                .ok_or_else(|| Error::MissingMap(".bss".into()))?;
-            let gen = bss.tun_gen;
-            // SAFETY: bss is the mmapped .bss of the loaded object; a volatile store makes the
-            // new generation visible to the programs before the grace period starts.
-            unsafe { std::ptr::write_volatile(&mut bss.tun_gen, gen.wrapping_add(1)) };
-            gen
-        };
-        kit::grace_period();
+        let bss = self
+            .set
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .ok_or_else(|| Error::MissingMap(".bss".into()))?;
+        let gen = kit::flip_generation(&mut bss.tun_gen);
         let now = if self.ring_readable {
             self.sample_rings()?
         } else {

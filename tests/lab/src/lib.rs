@@ -21,6 +21,7 @@ pub mod latency;
 pub mod ovs;
 pub use drops::{rx_stat64, Drops, Expect, UNKNOWN_ETHERTYPE};
 pub mod testkit;
+pub mod virtio;
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -47,7 +48,7 @@ pub fn require_root() {
 
 /// Runs `cmd` (optionally feeding `stdin`) and returns its stdout, or a
 /// description of the failure including stderr.
-fn run_cmd(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<String, String> {
+pub(crate) fn run_cmd(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<String, String> {
     let desc = format!("{cmd:?}");
     let mut child = cmd
         .stdin(if stdin.is_some() {
@@ -140,13 +141,7 @@ impl Lab {
             b_mac: [0; 6],
         };
         for ns in [&lab.a, &lab.b] {
-            run_cmd(Command::new("ip").args(["netns", "add", ns]), None)
-                .unwrap_or_else(|e| panic!("{e}"));
-            for key in ["all", "default"] {
-                let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
-                ns_exec(ns, &["sysctl", "-qw", &setting]);
-            }
-            ns_exec(ns, &["ip", "link", "set", "lo", "up"]);
+            create_quiet_netns(ns);
         }
         let (a, b) = (lab.a.clone(), lab.b.clone());
         let (va, vb) = (Self::A_IF, Self::B_IF);
@@ -175,6 +170,17 @@ impl Lab {
             &["ping", "-c", "1", "-W", "2", &self.b_ip.to_string()],
         );
     }
+}
+
+/// Creates namespace `ns` with IPv6 off (no autoconf traffic: router solicitations, DAD,
+/// MLD) and `lo` up.
+pub(crate) fn create_quiet_netns(ns: &str) {
+    run_cmd(Command::new("ip").args(["netns", "add", ns]), None).unwrap_or_else(|e| panic!("{e}"));
+    for key in ["all", "default"] {
+        let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
+        ns_exec(ns, &["sysctl", "-qw", &setting]);
+    }
+    ns_exec(ns, &["ip", "link", "set", "lo", "up"]);
 }
 
 /// Deletes a network namespace, quietly (cleanup: it may already be gone).

@@ -1,6 +1,7 @@
 //! What the latency set reports: histograms, per-flow totals, packet counts, slow packets.
 use super::path::Path;
 use crate::clock::WallClock;
+pub use crate::hist::Bucket;
 use crate::hist::Log2Hist;
 use crate::kernel::netns::IfNames;
 use crate::kit::BpfStats;
@@ -8,17 +9,6 @@ use crate::sets::flow::{cstr, tcp_flags, FlowView};
 use crate::skel::latency::types;
 use serde::Serialize;
 use std::time::SystemTime;
-
-/// One histogram bucket: values in `[low, high]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Bucket {
-    /// Smallest value of the bucket.
-    pub low: u64,
-    /// Largest value of the bucket.
-    pub high: u64,
-    /// Samples in it.
-    pub count: u64,
-}
 
 /// A latency histogram between two stages of a path, or of the whole path (`from: "total"`).
 #[derive(Debug, Clone, Serialize)]
@@ -73,10 +63,7 @@ impl HistView {
             p99: p.p99,
             p999: p.p999,
             max: p.max,
-            buckets: hist
-                .buckets()
-                .map(|(low, high, count)| Bucket { low, high, count })
-                .collect(),
+            buckets: hist.bucket_list(),
             hist: hist.clone(),
         }
     }

@@ -130,6 +130,19 @@ static __always_inline __u32 virtio_caller_of(void *ctx, struct np_stats *st)
 	return by;
 }
 
+/* virtio_net's rq stats before u64_stats_t (6.1 and older): plain u64 counters. CO-RE matches a
+ * field only with a compatible type, so each layout needs its own flavor. */
+struct virtnet_rq_stats___u64 {
+	u64 packets;
+	u64 bytes;
+	u64 drops;
+	u64 kicks;
+} __attribute__((preserve_access_index));
+
+struct receive_queue___u64 {
+	struct virtnet_rq_stats___u64 stats;
+} __attribute__((preserve_access_index));
+
 /* A receive queue's counters, from the napi inside it. */
 static __always_inline void virtio_rq_snapshot(struct receive_queue *rq, __u32 queue)
 {
@@ -139,10 +152,21 @@ static __always_inline void virtio_rq_snapshot(struct receive_queue *rq, __u32 q
 	s.vq_index = BPF_CORE_READ(vq, index);
 	if (bpf_core_field_exists(rq->stats.kicks)) {
 		/* u64_stats_t: one 64-bit word on 64-bit kernels. */
+		s.has_stats = 1;
 		bpf_core_read(&s.packets, sizeof(s.packets), &rq->stats.packets);
 		bpf_core_read(&s.bytes, sizeof(s.bytes), &rq->stats.bytes);
 		bpf_core_read(&s.drops, sizeof(s.drops), &rq->stats.drops);
 		bpf_core_read(&s.kicks, sizeof(s.kicks), &rq->stats.kicks);
+	} else {
+		struct receive_queue___u64 *old = (void *)rq;
+
+		if (bpf_core_field_exists(old->stats.kicks)) {
+			s.has_stats = 1;
+			s.packets = BPF_CORE_READ(old, stats.packets);
+			s.bytes = BPF_CORE_READ(old, stats.bytes);
+			s.drops = BPF_CORE_READ(old, stats.drops);
+			s.kicks = BPF_CORE_READ(old, stats.kicks);
+		}
 	}
 	if (bpf_core_field_exists(rq->calls) && bpf_core_field_exists(rq->packets_in_napi)) {
 		s.has_calls = 1;

@@ -74,7 +74,7 @@ struct virtio_rq_state {
 	__u8 dim_enabled;
 	__u8 valid;
 	__u8 has_calls;        /* the kernel has rq->calls and rq->packets_in_napi */
-	__u8 pad;
+	__u8 has_stats;        /* the kernel has rq->stats (packets, bytes, drops, kicks) */
 };
 
 /* What user space knows of one IRQ, by IRQ number (from /proc/interrupts or --irqs). */

@@ -752,7 +752,7 @@ impl VirtioProbe {
             return Ok(None);
         };
         let mut s = types::virtio_rq_state::default();
-        if plain::copy_from_bytes(&mut s, &bytes).is_err() || s.valid == 0 {
+        if plain::copy_from_bytes(&mut s, &bytes).is_err() || s.valid == 0 || s.has_stats == 0 {
             return Ok(None);
         }
         let before = self.rq_last.insert(queue, (s.packets, s.calls));

@@ -69,9 +69,24 @@ pub struct VirtioHub {
 }
 
 impl VirtioHub {
-    /// Moves the hub's NICs into two fresh namespaces; `tag` names them.
+    /// Moves the hub's NICs into two fresh namespaces; `tag` names them. Measured in the VM
+    /// tier: the first hub after boot may pass nothing (the sender counts its datagrams sent,
+    /// the receiver's driver none, also after a link down/up); handing the NICs back to the
+    /// root namespace and setting them up again fixes it, so that is retried twice.
     pub fn new(tag: &str) -> Result<VirtioHub, String> {
         crate::require_root();
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let hub = Self::setup(tag)?;
+            match hub.check_link() {
+                Ok(()) => return Ok(hub),
+                Err(e) => failures.push(e),
+            }
+        }
+        Err(failures.join("; then "))
+    }
+
+    fn setup(tag: &str) -> Result<VirtioHub, String> {
         let [nic_a, nic_b] = find_hub_nics()?;
         let c = HUB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let base = format!("npv-{tag}-{}-{c}", std::process::id());
@@ -116,6 +131,51 @@ impl VirtioHub {
             ns_exec(ns, &["ip", "link", "set", dev, "arp", "off", "up"]);
         }
         Ok(hub)
+    }
+
+    /// Sends datagrams from `a` to `b` until one arrives (5 s at most), so that tests start
+    /// counting on a working link; the error says what each NIC counted.
+    fn check_link(&self) -> Result<(), String> {
+        if self.link_passes(Duration::from_secs(5)) {
+            return Ok(());
+        }
+        let stat = |ns: &str, nic: &HubNic, s: &str| crate::read_stat(ns, &nic.ifname, s);
+        Err(format!(
+            "no datagram from {} ({}) reached {} ({}) in 5 s: {} tx {} tx_dropped {}, {} rx {} rx_dropped {}",
+            self.nic_a.ifname,
+            self.a,
+            self.nic_b.ifname,
+            self.b,
+            self.nic_a.ifname,
+            stat(&self.a, &self.nic_a, "tx_packets"),
+            stat(&self.a, &self.nic_a, "tx_dropped"),
+            self.nic_b.ifname,
+            stat(&self.b, &self.nic_b, "rx_packets"),
+            stat(&self.b, &self.nic_b, "rx_dropped"),
+        ))
+    }
+
+    /// Does a datagram sent every 100 ms from `a` reach `b` within `timeout`?
+    fn link_passes(&self, timeout: Duration) -> bool {
+        const PORT: u16 = 9;
+        let local = SocketAddrV4::new(self.b_ip, PORT);
+        let peer = SocketAddrV4::new(self.a_ip, PORT);
+        let rx = UdpReceiver::start(&self.b, local, peer, 1, None, timeout);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, sending) = (self.a.clone(), stop.clone());
+        let sender = std::thread::spawn(move || {
+            crate::in_netns(&a, move || {
+                let sock = UdpSocket::bind(peer).unwrap_or_else(|e| panic!("bind {peer}: {e}"));
+                while !sending.load(Ordering::Relaxed) {
+                    let _ = sock.send_to(b"link", local);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        });
+        let got = rx.join();
+        stop.store(true, Ordering::Relaxed);
+        let _ = sender.join();
+        got > 0
     }
 
     /// Packets `nic_b` has received (its driver's count).

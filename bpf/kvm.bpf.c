@@ -167,10 +167,9 @@ static __always_inline int kvm_complete(__s32 vector)
 	return 1;
 }
 
-static __always_inline void kvm_msi(void *ctx, __u64 data)
+static __always_inline void kvm_msi(void *ctx, __s32 vector)
 {
 	struct kvm_irq_key k;
-	__s32 vector = data & 0xff;
 
 	if (kvm_complete(vector))
 		return;
@@ -220,7 +219,7 @@ int BPF_PROG(kvm_set_irq_btf, unsigned int gsi, int level, int irq_source_id)
 SEC("tp_btf/kvm_msi_set_irq")
 int BPF_PROG(kvm_msi_btf, __u64 address, __u64 data)
 {
-	kvm_msi(ctx, data);
+	kvm_msi(ctx, data & 0xff);
 	return 0;
 }
 
@@ -276,7 +275,7 @@ int kvm_set_irq_tp(void *args)
 SEC("tracepoint/kvm/kvm_msi_set_irq")
 int kvm_msi_tp(void *args)
 {
-	kvm_msi(args, KVM_TP_FIELD(args, msi_data));
+	kvm_msi(args, KVM_TP_FIELD(args, msi_data) & 0xff);
 	return 0;
 }
 
@@ -305,6 +304,105 @@ SEC("tracepoint/workqueue/workqueue_execute_end")
 int kvm_work_end_tp(struct trace_event_raw_workqueue_execute_end *args)
 {
 	kvm_work_end((struct work_struct *)args->work);
+	return 0;
+}
+
+/* ---- fentry, then kprobe: the functions the tracepoints sit in (a kernel whose tracepoints
+ * are unavailable or turned off). Each fires where its tracepoint does, with the same
+ * arguments, so the same code counts: kvm_set_irq (kvm_set_irq's), kvm_set_msi_irq
+ * (kvm_msi_set_irq's: every MSI, the irqfd fast path's through kvm_arch_set_irq_inatomic and
+ * the others' through kvm_set_msi), kvm_ioapic_set_irq and kvm_pic_set_irq (the irqchips'),
+ * process_one_work (workqueue_execute_start's). No end of work is needed: an injection is
+ * only read as the kworker's while its irqfd_inject runs, and each start overwrites the slot. */
+
+/* The MSI vector of a routing entry; -1 without the kvm module's BTF (a kprobe before 5.11). */
+static __always_inline __s32 kvm_route_vector(struct kvm_kernel_irq_routing_entry *e)
+{
+	if (!bpf_core_type_exists(struct kvm_kernel_irq_routing_entry))
+		return -1;
+	return BPF_CORE_READ(e, msi.data) & 0xff;
+}
+
+/* The vector programmed for IOAPIC pin `pin`; -1 without the kvm module's BTF. */
+static __always_inline __s32 kvm_ioapic_vector(struct kvm_ioapic *ioapic, int pin)
+{
+	__u64 bits = 0;
+
+	if (!bpf_core_type_exists(struct kvm_ioapic) || pin < 0 || pin >= 64)
+		return -1;
+	bpf_probe_read_kernel(&bits, sizeof(bits),
+			      (void *)ioapic + bpf_core_field_offset(struct kvm_ioapic, redirtbl) +
+				      pin * bpf_core_type_size(union kvm_ioapic_redirect_entry));
+	return bits & 0xff;
+}
+
+SEC("fentry/kvm_set_irq")
+int BPF_PROG(kvm_set_irq_fe, struct kvm *kvm, int irq_source_id, u32 irq, int level)
+{
+	kvm_set_irq(ctx, irq, level);
+	return 0;
+}
+
+SEC("kprobe/kvm_set_irq")
+int BPF_KPROBE(kvm_set_irq_kp, struct kvm *kvm, int irq_source_id, u32 irq, int level)
+{
+	kvm_set_irq(ctx, irq, level);
+	return 0;
+}
+
+SEC("fentry/kvm_set_msi_irq")
+int BPF_PROG(kvm_msi_fe, struct kvm *kvm, struct kvm_kernel_irq_routing_entry *e)
+{
+	kvm_msi(ctx, kvm_route_vector(e));
+	return 0;
+}
+
+SEC("kprobe/kvm_set_msi_irq")
+int BPF_KPROBE(kvm_msi_kp, struct kvm *kvm, struct kvm_kernel_irq_routing_entry *e)
+{
+	kvm_msi(ctx, kvm_route_vector(e));
+	return 0;
+}
+
+SEC("fentry/kvm_ioapic_set_irq")
+int BPF_PROG(kvm_ioapic_fe, struct kvm_ioapic *ioapic, int irq)
+{
+	kvm_complete(kvm_ioapic_vector(ioapic, irq));
+	return 0;
+}
+
+SEC("kprobe/kvm_ioapic_set_irq")
+int BPF_KPROBE(kvm_ioapic_kp, struct kvm_ioapic *ioapic, int irq)
+{
+	kvm_complete(kvm_ioapic_vector(ioapic, irq));
+	return 0;
+}
+
+SEC("fentry/kvm_pic_set_irq")
+int BPF_PROG(kvm_pic_fe)
+{
+	kvm_complete(-1);
+	return 0;
+}
+
+SEC("kprobe/kvm_pic_set_irq")
+int BPF_KPROBE(kvm_pic_kp)
+{
+	kvm_complete(-1);
+	return 0;
+}
+
+SEC("fentry/process_one_work")
+int BPF_PROG(kvm_work_start_fe, struct worker *worker, struct work_struct *work)
+{
+	kvm_work_start(work, (__u64)work->func);
+	return 0;
+}
+
+SEC("kprobe/process_one_work")
+int BPF_KPROBE(kvm_work_start_kp, struct worker *worker, struct work_struct *work)
+{
+	kvm_work_start(work, (__u64)BPF_CORE_READ(work, func));
 	return 0;
 }
 

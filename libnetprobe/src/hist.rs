@@ -64,7 +64,9 @@ pub struct HistSummary {
     pub p90: u64,
     /// 99th percentile.
     pub p99: u64,
-    /// Largest sample (upper bound of the highest bucket).
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest sample (upper bound of the highest bucket, or the exact maximum if known).
     pub max: u64,
     /// Non-empty buckets, lowest first.
     pub buckets: Vec<Bucket>,
@@ -83,6 +85,7 @@ impl HistSummary {
             p50: p.p50,
             p90: p.p90,
             p99: p.p99,
+            p999: p.p999,
             max: p.max,
             buckets: hist.bucket_list(),
             hist: hist.clone(),

@@ -70,11 +70,11 @@ pub fn summary_text(
         } else {
             let _ = writeln!(out, "\n[{}] {} -> {}:", h.path, h.from, h.to);
         }
-        if h.count == 0 {
+        if h.summary.count == 0 {
             let _ = writeln!(out, "  no packets completed");
             continue;
         }
-        out.push_str(&h.hist().render_ns(h.avg));
+        out.push_str(&h.hist().render_ns(h.summary.avg));
     }
     if style.top > 0 && !s.flows.is_empty() {
         let mut flows = s.flows.clone();

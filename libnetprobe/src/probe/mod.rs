@@ -62,6 +62,52 @@ pub struct ProbePoint {
     pub required: bool,
 }
 
+impl ProbePoint {
+    /// An optional point on tracepoint `tracepoint` (`category/name`): `tp_btf` program `btf`
+    /// first, then classic tracepoint program `classic`.
+    pub fn tracepoint(
+        name: &'static str,
+        btf: &'static str,
+        tracepoint: &'static str,
+        classic: &'static str,
+    ) -> Self {
+        ProbePoint {
+            name,
+            required: false,
+            candidates: vec![
+                Candidate {
+                    kind: ProbeKind::TpBtf,
+                    target: &tracepoint[tracepoint.find('/').map_or(0, |i| i + 1)..],
+                    program: btf,
+                },
+                Candidate {
+                    kind: ProbeKind::Tracepoint,
+                    target: tracepoint,
+                    program: classic,
+                },
+            ],
+        }
+    }
+
+    /// The same point with one more candidate, tried after the others.
+    pub fn or(mut self, kind: ProbeKind, target: &'static str, program: &'static str) -> Self {
+        self.candidates.push(Candidate {
+            kind,
+            target,
+            program,
+        });
+        self
+    }
+
+    /// The same point, required.
+    pub fn required(self) -> Self {
+        Self {
+            required: true,
+            ..self
+        }
+    }
+}
+
 /// What was chosen for one probe point and why the others were not.
 #[derive(Debug, Clone, Serialize)]
 pub struct Choice {

@@ -1,5 +1,7 @@
 //! The kvm probe set: interrupts KVM injects into its VMs, per VM, GSI, vector and path, from
-//! KVM's tracepoints (no kprobes).
+//! KVM's tracepoints; where they are unavailable (or turned off with `NETPROBE_DISABLE`),
+//! fentry then kprobe on the functions they sit in (`kvm_set_irq`, `kvm_set_msi_irq`,
+//! `kvm_ioapic_set_irq`, `kvm_pic_set_irq`, `process_one_work`), which count the same.
 //!
 //! - `kvm:kvm_msi_set_irq` without a GSI assert before it: an MSI irqfd's fast path
 //!   (`irqfd_wakeup` in the eventfd writer: a vhost worker, the VMM) or `KVM_SIGNAL_MSI`;
@@ -16,7 +18,7 @@
 use crate::error::{Error, Result};
 use crate::kernel::KernelEnv;
 use crate::kit::{self, BpfStats, KitConfig, LoadSpec, LoadedSet, ProbeSet};
-use crate::probe::{Candidate, Plan, ProbeKind, ProbePoint};
+use crate::probe::{Plan, ProbeKind, ProbePoint};
 use crate::run::IntervalSource;
 use crate::sets::flow::cstr;
 use crate::skel::kvm::{types, KvmSkel, KvmSkelBuilder};
@@ -32,66 +34,74 @@ unsafe impl plain::Plain for types::np_kit_config {}
 /// The set as plans and `netprobe_check` see it.
 pub struct KvmSet;
 
-fn tp(
-    name: &'static str,
-    btf: &'static str,
-    tracepoint: &'static str,
-    classic: &'static str,
-) -> ProbePoint {
-    ProbePoint {
-        name,
-        required: false,
-        candidates: vec![
-            Candidate {
-                kind: ProbeKind::TpBtf,
-                target: &tracepoint[tracepoint.find('/').map_or(0, |i| i + 1)..],
-                program: btf,
-            },
-            Candidate {
-                kind: ProbeKind::Tracepoint,
-                target: tracepoint,
-                program: classic,
-            },
-        ],
-    }
-}
-
 impl ProbeSet for KvmSet {
     const NAME: &'static str = "kvm";
     const ABOUT: &'static str = "interrupts injected into VMs: per VM, GSI, vector and path";
 
     fn probe_points() -> Vec<ProbePoint> {
-        let mut points = vec![
-            tp(
-                "gsi assert",
-                "kvm_set_irq_btf",
-                "kvm/kvm_set_irq",
-                "kvm_set_irq_tp",
+        let tp = ProbePoint::tracepoint;
+        // Each point's last resort: fentry, then kprobe, on the function its tracepoint is in.
+        let fn_fallback =
+            |p: ProbePoint, func: &'static str, fe: &'static str, kp: &'static str| {
+                p.or(ProbeKind::Fentry, func, fe)
+                    .or(ProbeKind::Kprobe, func, kp)
+            };
+        vec![
+            fn_fallback(
+                tp(
+                    "gsi assert",
+                    "kvm_set_irq_btf",
+                    "kvm/kvm_set_irq",
+                    "kvm_set_irq_tp",
+                ),
+                "kvm_set_irq",
+                "kvm_set_irq_fe",
+                "kvm_set_irq_kp",
+            )
+            .required(),
+            fn_fallback(
+                tp("msi", "kvm_msi_btf", "kvm/kvm_msi_set_irq", "kvm_msi_tp"),
+                "kvm_set_msi_irq",
+                "kvm_msi_fe",
+                "kvm_msi_kp",
+            )
+            .required(),
+            fn_fallback(
+                tp(
+                    "ioapic",
+                    "kvm_ioapic_btf",
+                    "kvm/kvm_ioapic_set_irq",
+                    "kvm_ioapic_tp",
+                ),
+                "kvm_ioapic_set_irq",
+                "kvm_ioapic_fe",
+                "kvm_ioapic_kp",
             ),
-            tp("msi", "kvm_msi_btf", "kvm/kvm_msi_set_irq", "kvm_msi_tp"),
-            tp(
-                "ioapic",
-                "kvm_ioapic_btf",
-                "kvm/kvm_ioapic_set_irq",
-                "kvm_ioapic_tp",
+            fn_fallback(
+                tp("pic", "kvm_pic_btf", "kvm/kvm_pic_set_irq", "kvm_pic_tp"),
+                "kvm_pic_set_irq",
+                "kvm_pic_fe",
+                "kvm_pic_kp",
             ),
-            tp("pic", "kvm_pic_btf", "kvm/kvm_pic_set_irq", "kvm_pic_tp"),
-            tp(
-                "work start",
-                "kvm_work_start_btf",
-                "workqueue/workqueue_execute_start",
-                "kvm_work_start_tp",
+            fn_fallback(
+                tp(
+                    "work start",
+                    "kvm_work_start_btf",
+                    "workqueue/workqueue_execute_start",
+                    "kvm_work_start_tp",
+                ),
+                "process_one_work",
+                "kvm_work_start_fe",
+                "kvm_work_start_kp",
             ),
+            // Only tidies up: every work start overwrites its thread's slot.
             tp(
                 "work end",
                 "kvm_work_end_btf",
                 "workqueue/workqueue_execute_end",
                 "kvm_work_end_tp",
             ),
-        ];
-        points[0].required = true;
-        points[1].required = true;
-        points
+        ]
     }
 }
 
@@ -215,11 +225,14 @@ impl KvmProbe {
     /// Loads and attaches the set; one clear error where the kernel has no KVM.
     pub fn open(opts: KvmOptions, env: &KernelEnv) -> Result<Self> {
         let plan = KvmSet::plan(env);
-        if plan.require().is_err() {
+        let kvm_present = std::path::Path::new("/sys/module/kvm").exists()
+            || env.btf.has_btf_tracepoint("kvm_set_irq");
+        if !kvm_present {
             return Err(Error::missing(
-                "no kvm tracepoints on this kernel: KVM is not loaded (modprobe kvm_intel or kvm_amd) or not built",
+                "no kvm on this kernel: KVM is not loaded (modprobe kvm_intel or kvm_amd) or not built",
             ));
         }
+        plan.require()?;
         let fns: Vec<Option<(u64, u64)>> =
             crate::symbol::kallsyms_ranges(&["irqfd_wakeup", "irqfd_inject", "kvm_vm_ioctl"])?;
         let tracefs = env.tracefs.clone();

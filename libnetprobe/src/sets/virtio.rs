@@ -18,7 +18,7 @@ use crate::kernel::interrupts::{self, VectorRole, VirtioVector};
 use crate::kernel::netns::Netns;
 use crate::kernel::KernelEnv;
 use crate::kit::{self, BpfStats, KitConfig, LoadSpec, LoadedSet, ProbeSet, StackPolicy};
-use crate::probe::{Candidate, Plan, ProbeKind, ProbePoint};
+use crate::probe::{Plan, ProbePoint};
 use crate::run::IntervalSource;
 use crate::skel::virtio::{types, VirtioSkel, VirtioSkelBuilder};
 use libbpf_rs::MapCore;
@@ -61,36 +61,15 @@ const POINT_POLL: &str = "napi poll";
 const POINT_IRQ_ENTRY: &str = "irq entry";
 const POINT_IRQ_EXIT: &str = "irq exit";
 
-fn tp(
-    name: &'static str,
-    btf: &'static str,
-    tracepoint: &'static str,
-    classic: &'static str,
-) -> ProbePoint {
-    ProbePoint {
-        name,
-        required: true,
-        candidates: vec![
-            Candidate {
-                kind: ProbeKind::TpBtf,
-                target: &tracepoint[tracepoint.find('/').map_or(0, |i| i + 1)..],
-                program: btf,
-            },
-            Candidate {
-                kind: ProbeKind::Tracepoint,
-                target: tracepoint,
-                program: classic,
-            },
-        ],
-    }
-}
-
 impl ProbeSet for VirtioSet {
     const NAME: &'static str = "virtio";
     const ABOUT: &'static str =
         "virtio-net NAPI polls and virtqueue IRQs: work, who polled, IRQ_NONE, handler time";
 
     fn probe_points() -> Vec<ProbePoint> {
+        let tp = |name, btf, tracepoint, classic| {
+            ProbePoint::tracepoint(name, btf, tracepoint, classic).required()
+        };
         vec![
             tp(
                 POINT_POLL,

@@ -2,7 +2,7 @@
 use super::path::Path;
 use crate::clock::WallClock;
 pub use crate::hist::Bucket;
-use crate::hist::Log2Hist;
+use crate::hist::{HistSummary, Log2Hist};
 use crate::kernel::netns::IfNames;
 use crate::kit::BpfStats;
 use crate::sets::flow::{cstr, tcp_flags, FlowView};
@@ -19,26 +19,9 @@ pub struct HistView {
     pub from: &'static str,
     /// Later stage (the path's name for the total).
     pub to: &'static str,
-    /// Unit of every value (`ns`).
-    pub unit: &'static str,
-    /// Samples.
-    pub count: u64,
-    /// Mean (exact: from the sum of the samples).
-    pub avg: u64,
-    /// 50th percentile (upper bound of its log2 bucket, at most `max`).
-    pub p50: u64,
-    /// 90th percentile.
-    pub p90: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// 99.9th percentile.
-    pub p999: u64,
-    /// Largest sample.
-    pub max: u64,
-    /// Non-empty buckets, lowest first.
-    pub buckets: Vec<Bucket>,
-    #[serde(skip)]
-    hist: Log2Hist,
+    /// The histogram in ns: count, exact mean, percentiles, buckets.
+    #[serde(flatten)]
+    pub summary: HistSummary,
 }
 
 impl HistView {
@@ -50,27 +33,17 @@ impl HistView {
         hist: &Log2Hist,
         sum: u64,
     ) -> Self {
-        let p = hist.percentiles();
         Self {
             path,
             from,
             to,
-            unit: "ns",
-            count: p.count,
-            avg: sum.checked_div(p.count).unwrap_or(0),
-            p50: p.p50,
-            p90: p.p90,
-            p99: p.p99,
-            p999: p.p999,
-            max: p.max,
-            buckets: hist.bucket_list(),
-            hist: hist.clone(),
+            summary: HistSummary::new("ns", hist, sum),
         }
     }
 
     /// The histogram itself (for rendering).
     pub fn hist(&self) -> &Log2Hist {
-        &self.hist
+        self.summary.hist()
     }
 }
 

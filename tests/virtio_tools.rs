@@ -255,6 +255,12 @@ fn non_virtio_devices_and_bad_arguments_are_one_line_errors() {
         (STACKS, &["-d", Lab::A_IF, "--depth", "1"], "--depth"),
         (IRQ, &["-d", Lab::A_IF, "--irqs", "x"], "not an IRQ number"),
     ];
+    let many: Vec<String> = (0..=128).map(|i| i.to_string()).collect();
+    let many = many.join(",");
+    let out = run_tool(IRQ, &["-d", Lab::A_IF, "--irqs", &many]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", out.stderr);
+    assert_eq!(out.stderr.len(), 1, "one line: {:?}", out.stderr);
+    assert!(out.stderr[0].contains("at most 128"), "{:?}", out.stderr);
     for (tool, args, want) in cases {
         let out = run_tool(tool, args);
         assert_ne!(out.status.code(), Some(0), "{args:?}: {:?}", out.stderr);

@@ -5,7 +5,7 @@ use libnetprobe::cli::{parse_args, run_main, DeviceIntervalArgs, OutputArgs};
 use libnetprobe::kit::set::SetInfo;
 use libnetprobe::output::virtio::irqs_text;
 use libnetprobe::sets::virtio::{VirtioOptions, VirtioProbe, VirtioSet};
-use libnetprobe::{Error, Result};
+use libnetprobe::Result;
 use std::time::Duration;
 
 const TOOL: &str = "virtnet_irq_monitor";
@@ -47,13 +47,8 @@ fn main() {
 fn run(args: Args) -> Result<()> {
     let mut opts = VirtioOptions::irqs(&args.dev.device);
     opts.netns = args.dev.netns()?;
-    if args.irqs.len() > libnetprobe::sets::virtio::MAX_IRQS as usize {
-        return Err(Error::usage(format!(
-            "--irqs: at most {} IRQs",
-            libnetprobe::sets::virtio::MAX_IRQS
-        )));
-    }
     opts.irqs = Some(args.irqs);
+    opts.validate()?;
     let Some(env) = libnetprobe::run::start(args.output.list_probes, USES)? else {
         return Ok(());
     };

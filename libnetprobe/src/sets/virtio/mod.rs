@@ -145,7 +145,7 @@ impl VirtioOptions {
 }
 
 impl VirtioOptions {
-    /// Checks the values that need no kernel: queue and stack depth.
+    /// Checks the values that need no kernel: queue, stack depth, number of IRQs.
     pub fn validate(&self) -> Result<()> {
         if let Some(q) = self.queue.filter(|&q| q >= MAX_QUEUES) {
             return Err(Error::usage(format!(
@@ -154,6 +154,12 @@ impl VirtioOptions {
         }
         if self.stack_depth.is_some_and(|d| !(3..=64).contains(&d)) {
             return Err(Error::usage("--depth: give 3 to 64 frames"));
+        }
+        if let Some(irqs) = self.irqs.as_ref().filter(|i| i.len() > MAX_IRQS as usize) {
+            return Err(Error::usage(format!(
+                "--irqs: {} IRQs, at most {MAX_IRQS} are watched at once",
+                irqs.len()
+            )));
         }
         Ok(())
     }

@@ -269,7 +269,14 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     assert!(out.status.success(), "{:?}", out.stderr);
     let mut qe = events(&out);
     assert_eq!(qe.len(), K, "{:#?}", out.stdout);
-    qe.sort_by_key(|e| e["ip_id"].as_u64().unwrap());
+    // In the order they left the qdisc: the qlen each dequeue leaves is the kernel's count
+    // then. IP ids give the send order, which need not be the dequeue order (seen once in
+    // CI, by ip_id: `.., 6, 5, 5, 4, .., 1`).
+    qe.sort_by_key(|e| {
+        stage(e, "qdisc_dequeue").unwrap()["ts_ns"]
+            .as_u64()
+            .unwrap()
+    });
     let qlens: Vec<u64> = qe
         .iter()
         .map(|e| stage(e, "qdisc_dequeue").unwrap()["qlen"].as_u64().unwrap())

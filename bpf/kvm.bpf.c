@@ -50,6 +50,13 @@ struct {
 	__type(value, __u64[KVM_STACK_DEPTH]);
 } stack_buf SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct kvm_delivery_key);
+	__type(value, struct kvm_delivery);
+} deliveries SEC(".maps");
+
 static __always_inline void kvm_count(const struct kvm_irq_key *k)
 {
 	__u64 one = 1, *v = bpf_map_lookup_elem(&injections, k);
@@ -207,6 +214,61 @@ static __always_inline void kvm_work_end(struct work_struct *work)
 		bpf_map_delete_elem(&workers, &tid);
 }
 
+/* This context's delivery counters for `vector`: the VM is the thread group's, or in the irqfd
+ * kworker the irqfd's (0 where that is unknown). */
+static __always_inline struct kvm_delivery *kvm_delivery_of(__s32 vector)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct kvm_delivery_key k = { .vm_pid = id >> 32, .vector = vector };
+	struct kvm_delivery zero = {}, *d;
+	struct kvm_worker *w = bpf_map_lookup_elem(&workers, &tid);
+
+	if (w)
+		k.vm_pid = w->vm_pid;
+	bpf_get_current_comm(k.comm, sizeof(k.comm));
+	d = bpf_map_lookup_elem(&deliveries, &k);
+	if (d)
+		return d;
+	/* Another CPU may have added it meanwhile: then the update fails and the lookup finds it. */
+	bpf_map_update_elem(&deliveries, &k, &zero, BPF_NOEXIST);
+	d = bpf_map_lookup_elem(&deliveries, &k);
+	if (!d)
+		np_map_full(np_stats());
+	return d;
+}
+
+static __always_inline void kvm_accepted(__s32 vector)
+{
+	struct kvm_delivery *d = kvm_delivery_of(vector);
+
+	if (d)
+		__sync_fetch_and_add(&d->accepted, 1);
+}
+
+static __always_inline void kvm_injected(__s32 vector)
+{
+	struct kvm_delivery *d = kvm_delivery_of(vector);
+
+	if (d)
+		__sync_fetch_and_add(&d->injected, 1);
+}
+
+static __always_inline void kvm_woke(__u64 ns, int waited)
+{
+	struct kvm_delivery *d = kvm_delivery_of(-1);
+
+	if (!d)
+		return;
+	__sync_fetch_and_add(&d->wakeups, 1);
+	if (!waited)
+		return;
+	__sync_fetch_and_add(&d->waited, 1);
+	__sync_fetch_and_add(&d->wait_ns, ns);
+	if (ns > d->wait_max_ns)
+		d->wait_max_ns = ns; /* racy by design: a maximum, not a sum */
+}
+
 /* ---- tp_btf ---- */
 
 SEC("tp_btf/kvm_set_irq")
@@ -248,6 +310,27 @@ SEC("tp_btf/workqueue_execute_end")
 int BPF_PROG(kvm_work_end_btf, struct work_struct *work)
 {
 	kvm_work_end(work);
+	return 0;
+}
+
+SEC("tp_btf/kvm_apic_accept_irq")
+int BPF_PROG(kvm_accept_btf, __u32 apicid, __u16 dm, __u16 tm, __u8 vec)
+{
+	kvm_accepted(vec);
+	return 0;
+}
+
+SEC("tp_btf/kvm_inj_virq")
+int BPF_PROG(kvm_inj_btf, unsigned int vector)
+{
+	kvm_injected(vector & 0xff);
+	return 0;
+}
+
+SEC("tp_btf/kvm_vcpu_wakeup")
+int BPF_PROG(kvm_wakeup_btf, __u64 ns, bool waited)
+{
+	kvm_woke(ns, waited);
 	return 0;
 }
 
@@ -304,6 +387,27 @@ SEC("tracepoint/workqueue/workqueue_execute_end")
 int kvm_work_end_tp(struct trace_event_raw_workqueue_execute_end *args)
 {
 	kvm_work_end((struct work_struct *)args->work);
+	return 0;
+}
+
+SEC("tracepoint/kvm/kvm_apic_accept_irq")
+int kvm_accept_tp(void *args)
+{
+	kvm_accepted(KVM_TP_FIELD(args, accept_vec) & 0xff);
+	return 0;
+}
+
+SEC("tracepoint/kvm/kvm_inj_virq")
+int kvm_inj_tp(void *args)
+{
+	kvm_injected(KVM_TP_FIELD(args, inj_vector) & 0xff);
+	return 0;
+}
+
+SEC("tracepoint/kvm/kvm_vcpu_wakeup")
+int kvm_wakeup_tp(void *args)
+{
+	kvm_woke(KVM_TP_FIELD(args, wakeup_ns), KVM_TP_FIELD(args, wakeup_waited) & 0xff);
 	return 0;
 }
 
@@ -408,3 +512,5 @@ int BPF_KPROBE(kvm_work_start_kp, struct worker *worker, struct work_struct *wor
 
 struct kvm_irq_key kvm_irq_key_type = {};
 struct kvm_pending kvm_pending_type = {};
+struct kvm_delivery_key kvm_delivery_key_type = {};
+struct kvm_delivery kvm_delivery_type = {};

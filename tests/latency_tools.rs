@@ -2,6 +2,7 @@
 //! delay of known length induced in one stage (a tbf shaper, a stopped tap reader), asserted
 //! through `--json`. Needs root (CI runs as root): without it every test fails, none is skipped.
 use netprobe_lab::latency::{ping, ping_with, Tbf, TbfQueue, VmLab};
+use netprobe_lab::stamped::{send_numbered, StampedReceiver};
 use netprobe_lab::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -129,10 +130,16 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     let frame_len = (14 + 20 + 8 + PAYLOAD) as f64;
     let expect = tbf_departures(K, frame_len, RATE as f64, f64::from(BURST));
     let last_departure = expect[K - 1];
-    quiet(|| {
-        send_udp(&lab.a, None, SocketAddrV4::new(lab.b_ip, 7301), K, PAYLOAD);
+    let dst = SocketAddrV4::new(lab.b_ip, 7301);
+    let receiver = StampedReceiver::start(&lab.b, dst, K, Duration::from_secs(10));
+    let sent = quiet(|| {
+        let sent = send_numbered(&lab.a, dst, K as u32, PAYLOAD);
         std::thread::sleep(Duration::from_secs_f64(last_departure + 0.3));
+        sent
     });
+    let mut arrivals = receiver.join();
+    assert_eq!(arrivals.len(), K, "datagrams received: {arrivals:?}");
+    arrivals.sort_by_key(|a| a.seq);
 
     let out = details.stop(Signal::SIGINT);
     assert!(out.status.success(), "{:?}", out.stderr);
@@ -169,41 +176,52 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
         totals.push(f64_of(&e["total_us"]) / 1e6);
         enqueued.push(stage(e, "phy_queue").unwrap()["ts_ns"].as_u64().unwrap());
     }
-    // The shaper's delay is in the qdisc stage, packet by packet. The shaper starts with a full
-    // bucket when packet 0 arrives; packet i, enqueued when phy_queue saw it, leaves at its
-    // computed departure after that: its expected sojourn. A shaper can be late (timer and
-    // softirq latency), hardly early: per packet at most 2 ms early and 15 % + 5 ms late
-    // (10 ms in the TCG guests of the VM tier). One stall of the shaper (a TCG guest's timer
-    // fired tens of ms late: measured 70 ms on 6.12) delays every packet behind it by the same
-    // amount; that one jump is carried over, a lateness that grows packet by packet is not.
+    // The shaper's delay is in the qdisc stage, packet by packet, against the ground truth
+    // at both ends: packet i was enqueued during its sendto() (sent[i]) and left the qdisc
+    // shortly before the receiving veth stamped it (arrivals[i]). So the tool's enqueue time
+    // lies within the sendto() and its dequeue time just before the stamp; the slack is the
+    // path from the dequeue to the peer's receive (microseconds; more in the TCG guests of
+    // the VM tier). This holds however late the shaper's timer fires: in TCG guests of a
+    // loaded host it fired 5-15 ms late per packet, which no shaper model predicts.
+    let slack = if std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm") {
+        10_000_000
+    } else {
+        2_000_000
+    };
+    for (i, (e, (s, a))) in evs.iter().zip(sent.iter().zip(&arrivals)).enumerate() {
+        assert_eq!(a.seq, i as u32, "datagram {i} lost: {arrivals:?}");
+        let queued = stage(e, "phy_queue").unwrap()["ts_ns"].as_u64().unwrap();
+        let dequeued = stage(e, "phy_qdisc_dequeue").unwrap()["ts_ns"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            (s.before_ns..=s.after_ns).contains(&queued),
+            "packet {i}: enqueued at {queued} ns, outside its sendto() {s:?}"
+        );
+        assert!(
+            dequeued <= a.kernel_ns && a.kernel_ns - dequeued < slack,
+            "packet {i}: dequeued at {dequeued} ns, received at {} ns",
+            a.kernel_ns
+        );
+    }
+    // And the shaper did hold them: it starts with a full bucket when packet 0 arrives, and
+    // packet i cannot leave before its computed departure (less 2 ms for timer slack); a
+    // late shaper only adds.
     let expect: Vec<f64> = expect
         .iter()
         .zip(&enqueued)
         .map(|(d, &t)| (d - (t - enqueued[0]) as f64 / 1e9).max(0.0))
         .collect();
-    let late = if std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm") {
-        0.010
-    } else {
-        0.005
-    };
-    let excess: Vec<f64> = sojourns.iter().zip(&expect).map(|(g, w)| g - w).collect();
-    let (stall_at, stall) = excess
-        .windows(2)
-        .enumerate()
-        .map(|(i, w)| (i + 1, (w[1] - w[0]).max(0.0)))
-        .fold((K, 0.0), |best, x| if x.1 > best.1 { x } else { best });
-    let carried = |i: usize| if i >= stall_at { stall } else { 0.0 };
     let expected_sum: f64 = expect.iter().sum();
     let sum: f64 = sojourns.iter().sum();
-    let allowance: f64 = (0..K).map(|i| late + carried(i)).sum();
     assert!(
-        sum > 0.9 * expected_sum && sum < 1.15 * expected_sum + allowance,
-        "qdisc sojourns sum {sum:.4} s, expected {expected_sum:.4} s (one stall of {stall:.4} s carried from packet {stall_at}): {sojourns:?}"
+        sum > 0.9 * expected_sum,
+        "qdisc sojourns sum {sum:.4} s, expected at least {expected_sum:.4} s: {sojourns:?}"
     );
     for (i, (got, want)) in sojourns.iter().zip(&expect).enumerate() {
         assert!(
-            *got > want - 0.002 && *got < want * 1.15 + late + carried(i),
-            "packet {i}: sojourn {got:.5} s, expected {want:.5} s"
+            *got > want - 0.002,
+            "packet {i}: sojourn {got:.5} s, expected at least {want:.5} s"
         );
         // Where the shaper held a packet for long, that is most of its whole path.
         if *want > 0.02 {

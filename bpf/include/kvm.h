@@ -41,6 +41,10 @@ struct kvm_tp_fields {
 	struct kvm_field set_irq_level;
 	struct kvm_field msi_data;
 	struct kvm_field ioapic_e;
+	struct kvm_field accept_vec;
+	struct kvm_field inj_vector; /* "vector" since 6.3, "irq" before */
+	struct kvm_field wakeup_ns;
+	struct kvm_field wakeup_waited;
 };
 
 struct kvm_config {
@@ -72,4 +76,20 @@ struct kvm_worker {
 	__u64 work;
 	__u32 vm_pid;
 	__s32 gsi;
+};
+
+/* Delivery to a VM's vCPUs, per VM and vector (-1: the VM's vCPU wakeups). */
+struct kvm_delivery_key {
+	__u32 vm_pid;      /* the thread group (or, in the irqfd kworker, the irqfd's VM) */
+	__s32 vector;
+	char comm[16];     /* the context's command name (a legacy vhost-<pid> kthread's names its VM) */
+};
+
+struct kvm_delivery {
+	__u64 accepted;    /* kvm_apic_accept_irq: a LAPIC took the vector (IRR set) */
+	__u64 injected;    /* kvm_inj_virq: KVM entered the vCPU with it */
+	__u64 wakeups;     /* kvm_vcpu_wakeup: a halted vCPU woke up */
+	__u64 waited;      /* ... after sleeping (the others ended while halt-polling) */
+	__u64 wait_ns;     /* their halted time, summed */
+	__u64 wait_max_ns;
 };

@@ -46,5 +46,61 @@ pub fn report_text(tool: &str, info: &IntervalInfo, r: &KvmReport) -> String {
         r.total,
         r.stats.line()
     );
+    delivery_text(&mut out, r);
     out
+}
+
+/// The vectors delivered to the vCPUs and the vCPU wakeups, or why they are not known.
+fn delivery_text(out: &mut String, r: &KvmReport) {
+    if !r.delivery_observed {
+        let _ = writeln!(
+            out,
+            "delivery to vCPUs: not observed (needs the kvm_apic_accept_irq, kvm_inj_virq or kvm_vcpu_wakeup tracepoint)"
+        );
+        return;
+    }
+    let mut t = Table::new(&[
+        "VM PID",
+        "VM COMM",
+        "VECTOR",
+        "ACCEPTED (irqs)",
+        "INJECTED (irqs)",
+    ]);
+    for d in &r.deliveries {
+        t.row(vec![
+            d.pid.to_string(),
+            d.comm.clone(),
+            format!("0x{:02x}", d.vector),
+            d.accepted.to_string(),
+            d.injected.to_string(),
+        ]);
+    }
+    if t.is_empty() {
+        let _ = writeln!(out, "delivery to vCPUs: (none)");
+    } else {
+        let _ = writeln!(out, "delivery to vCPUs:");
+        out.push_str(&t.render());
+    }
+    let mut t = Table::new(&[
+        "VM PID",
+        "VM COMM",
+        "WAKEUPS",
+        "AFTER SLEEP",
+        "MEAN HALTED (us)",
+        "MAX HALTED (us)",
+    ]);
+    for w in &r.wakeups {
+        t.row(vec![
+            w.pid.to_string(),
+            w.comm.clone(),
+            w.wakeups.to_string(),
+            w.waited.to_string(),
+            format!("{:.1}", w.mean_wait_us),
+            format!("{:.1}", w.max_wait_us),
+        ]);
+    }
+    if !t.is_empty() {
+        let _ = writeln!(out, "halted vCPUs woken:");
+        out.push_str(&t.render());
+    }
 }

@@ -212,6 +212,14 @@ impl Plan {
         Ok(())
     }
 
+    /// The candidate chosen for the point named `point`, if the kernel gave one.
+    pub fn chosen_for(&self, point: &str) -> Option<&Candidate> {
+        self.choices
+            .iter()
+            .find(|c| c.point == point)
+            .and_then(|c| c.chosen.as_ref())
+    }
+
     /// Chosen candidates.
     pub fn chosen(&self) -> impl Iterator<Item = &Candidate> {
         self.choices.iter().filter_map(|c| c.chosen.as_ref())

@@ -278,13 +278,7 @@ impl LatencyOptions {
                     .hook
                     .points()
                     .iter()
-                    .filter_map(|pt| {
-                        plan.choices
-                            .iter()
-                            .find(|c| c.point == pt.name)
-                            .and_then(|c| c.chosen.as_ref())
-                            .map(|c| c.label())
-                    })
+                    .filter_map(|pt| plan.chosen_for(pt.name).map(|c| c.label()))
                     .collect();
                 let devs: Vec<&str> = self
                     .interfaces
@@ -397,10 +391,9 @@ fn choose(points: &[ProbePoint], env: &KernelEnv) -> Plan {
 
 /// Did the plan choose a candidate for any point of `hook`?
 fn hook_chosen(plan: &Plan, hook: Hook) -> bool {
-    let points = hook.points();
-    plan.choices
+    hook.points()
         .iter()
-        .any(|c| c.chosen.is_some() && points.iter().any(|pt| pt.name == c.point))
+        .any(|pt| plan.chosen_for(pt.name).is_some())
 }
 
 fn flow_key_eq(a: &types::lat_flow_key, b: &types::lat_flow_key) -> bool {

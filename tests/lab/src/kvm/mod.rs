@@ -14,6 +14,10 @@
 //! so no kworker is involved (an INTx/IOAPIC route would defer to `irqfd_inject` in a kworker).
 //! The fast path needs a destination: [`KvmIrqfd::create`] makes vCPU 0 (never run) and
 //! software-enables its LAPIC, as a booted guest would have.
+mod guest;
+
+pub use guest::{RunningGuest, STOP_VECTOR};
+
 use std::fs::{self, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -432,9 +436,10 @@ pub const IOCTL_MSI_VECTOR: u8 = 0x42;
 /// `irqfd_inject` kworker), `KVM_IRQ_LINE` on that GSI and `KVM_SIGNAL_MSI`, both ioctls.
 /// Dropping it closes the eventfds (which releases the irqfds), the vCPU and the VM.
 pub struct KvmIrqLab {
+    guest: Option<RunningGuest>,
     msi_irqfd: OwnedFd,
     ioapic_irqfd: OwnedFd,
-    _vcpu: OwnedFd,
+    vcpu: Option<OwnedFd>,
     vm: OwnedFd,
 }
 
@@ -452,11 +457,31 @@ impl KvmIrqLab {
         let msi_irqfd = new_irqfd(vm.as_fd(), MSI_GSI)?;
         let ioapic_irqfd = new_irqfd(vm.as_fd(), IOAPIC_GSI)?;
         Ok(KvmIrqLab {
+            guest: None,
             msi_irqfd,
             ioapic_irqfd,
-            _vcpu: vcpu,
+            vcpu: Some(vcpu),
             vm,
         })
+    }
+
+    /// Runs vCPU 0 (see [`RunningGuest`]): from now on the MSIs are delivered to a guest
+    /// that takes them, halted in between. Fails if it already runs or KVM refuses.
+    pub fn run_guest(&mut self) -> Result<&RunningGuest, String> {
+        let vcpu = self.vcpu.take().ok_or("the vCPU already runs")?;
+        Ok(self.guest.insert(RunningGuest::start(&self.vm, vcpu)?))
+    }
+
+    /// The guest [`KvmIrqLab::run_guest`] started, while it runs.
+    pub fn guest(&self) -> Option<&RunningGuest> {
+        self.guest.as_ref()
+    }
+
+    /// Stops the guest [`KvmIrqLab::run_guest`] started, with a `KVM_SIGNAL_MSI` of
+    /// [`STOP_VECTOR`]; fails if it is not running or did not stop cleanly.
+    pub fn stop_guest(&mut self) -> Result<(), String> {
+        let guest = self.guest.take().ok_or("no guest runs")?;
+        guest.stop(|| self.signal_msi_vector(STOP_VECTOR))
     }
 
     /// Signals the MSI irqfd (KVM injects in this thread, before the write returns).
@@ -487,10 +512,14 @@ impl KvmIrqLab {
 
     /// `KVM_SIGNAL_MSI` to APIC id 0 with [`IOCTL_MSI_VECTOR`].
     pub fn signal_msi(&self) -> Result<(), String> {
+        self.signal_msi_vector(IOCTL_MSI_VECTOR)
+    }
+
+    fn signal_msi_vector(&self, vector: u8) -> Result<(), String> {
         let mut msi = KvmMsi {
             address_lo: MSI_ADDRESS,
             address_hi: 0,
-            data: u32::from(IOCTL_MSI_VECTOR),
+            data: u32::from(vector),
             flags: 0,
             devid: 0,
             pad: [0; 12],
@@ -505,6 +534,15 @@ impl KvmIrqLab {
             )?
         };
         Ok(())
+    }
+}
+
+impl Drop for KvmIrqLab {
+    fn drop(&mut self) {
+        // The guest first: its thread runs the vCPU of this VM.
+        if self.guest.is_some() {
+            let _ = self.stop_guest();
+        }
     }
 }
 

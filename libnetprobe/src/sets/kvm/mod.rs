@@ -15,6 +15,12 @@
 //! tasks are in the VMM's since 6.4; a legacy `vhost-<pid>` kthread names it in its comm), and
 //! in the kworker the irqfd's own VM (`workqueue_execute_start` gives the work item; its
 //! `kvm_kernel_irqfd` gives `kvm->userspace_pid`).
+//!
+//! Delivery to the vCPUs (accepted and injected vectors, vCPU wakeups) is in [`delivery`].
+mod delivery;
+
+pub use delivery::{DeliveryEntry, WakeupEntry};
+
 use crate::error::{Error, Result};
 use crate::kernel::KernelEnv;
 use crate::kit::{self, BpfStats, KitConfig, LoadSpec, LoadedSet, ProbeSet};
@@ -100,6 +106,24 @@ impl ProbeSet for KvmSet {
                 "kvm_work_end_btf",
                 "workqueue/workqueue_execute_end",
                 "kvm_work_end_tp",
+            ),
+            tp(
+                delivery::POINTS[0],
+                "kvm_accept_btf",
+                "kvm/kvm_apic_accept_irq",
+                "kvm_accept_tp",
+            ),
+            tp(
+                delivery::POINTS[1],
+                "kvm_inj_btf",
+                "kvm/kvm_inj_virq",
+                "kvm_inj_tp",
+            ),
+            tp(
+                delivery::POINTS[2],
+                "kvm_wakeup_btf",
+                "kvm/kvm_vcpu_wakeup",
+                "kvm_wakeup_tp",
             ),
         ]
     }
@@ -200,6 +224,12 @@ pub struct KvmReport {
     pub entries: Vec<IrqEntry>,
     /// Injections in the interval.
     pub total: u64,
+    /// Whether the plan observes delivery to the vCPUs (tracepoints only).
+    pub delivery_observed: bool,
+    /// Vectors delivered to the VMs' vCPUs, by VM and vector.
+    pub deliveries: Vec<DeliveryEntry>,
+    /// Halted vCPUs woken up, by VM.
+    pub wakeups: Vec<WakeupEntry>,
     /// BPF-side counters (flattened).
     #[serde(flatten)]
     pub stats: BpfStats,
@@ -270,6 +300,13 @@ impl KvmProbe {
                 tp.set_irq_level = field("kvm_set_irq", "level");
                 tp.msi_data = field("kvm_msi_set_irq", "data");
                 tp.ioapic_e = field("kvm_ioapic_set_irq", "e");
+                tp.accept_vec = field("kvm_apic_accept_irq", "vec");
+                tp.inj_vector = match field("kvm_inj_virq", "vector") {
+                    f if f.size == 0 => field("kvm_inj_virq", "irq"),
+                    f => f,
+                };
+                tp.wakeup_ns = field("kvm_vcpu_wakeup", "ns");
+                tp.wakeup_waited = field("kvm_vcpu_wakeup", "waited");
             }
             if let Some(tid) = opts.vhost_pid {
                 ro.kvm_cfg.has_src_tid = 1;
@@ -310,9 +347,22 @@ impl KvmProbe {
         Some(v)
     }
 
-    /// Ends the interval: the injections counted since the previous call.
+    /// The VM of a context: a legacy `vhost-<pid>` kthread's (when `vhost` allows it), else
+    /// the thread group of `pid` (0 stays unknown); with its command name.
+    fn resolve_vm(&mut self, pid: u32, comm: &str, vhost: bool) -> (u32, String) {
+        let pid = vhost_owner(comm).filter(|_| vhost).unwrap_or(pid);
+        if pid == 0 {
+            return (0, String::new());
+        }
+        self.vm_of(pid)
+            .unwrap_or_else(|| (pid, "(exited)".to_string()))
+    }
+
+    /// Ends the interval: the injections and deliveries counted since the previous call.
     pub fn drain_injections(&mut self) -> Result<KvmReport> {
         let raw: Vec<(types::kvm_irq_key, u64)> = kit::drain(&self.set.skel.maps.injections)?;
+        let raw_deliveries: Vec<(types::kvm_delivery_key, types::kvm_delivery)> =
+            kit::drain(&self.set.skel.maps.deliveries)?;
         // Pids are reused: look each one up again every interval.
         self.vms.clear();
         let secs = self.last.elapsed().as_secs_f64().max(1e-3);
@@ -321,13 +371,7 @@ impl KvmProbe {
         for (k, n) in raw {
             let source_comm = cstr(&k.src_comm);
             let path = IrqPath::of(k.path);
-            let mut pid = k.vm_pid;
-            if let Some(owner) = vhost_owner(&source_comm).filter(|_| path == IrqPath::Irqfd) {
-                pid = owner;
-            }
-            if pid != 0 {
-                pid = self.vm_of(pid).map_or(pid, |(tgid, _)| tgid);
-            }
+            let (pid, _) = self.resolve_vm(k.vm_pid, &source_comm, path == IrqPath::Irqfd);
             let gsi = u32::try_from(k.gsi).ok();
             let vector = u8::try_from(k.vector).ok();
             *merged
@@ -347,12 +391,7 @@ impl KvmProbe {
             if self.opts.category.is_some_and(|c| c != category) {
                 continue;
             }
-            let comm = if pid == 0 {
-                String::new()
-            } else {
-                self.vm_of(pid)
-                    .map_or_else(|| "(exited)".to_string(), |(_, comm)| comm)
-            };
+            let (_, comm) = self.resolve_vm(pid, "", false);
             entries.push(IrqEntry {
                 pid,
                 comm,
@@ -367,9 +406,21 @@ impl KvmProbe {
             });
         }
         entries.sort_by(|a, b| a.pid.cmp(&b.pid).then(b.count.cmp(&a.count)));
+        let vm_filter = self.opts.vm_pid;
+        let (deliveries, wakeups) = delivery::merge(
+            raw_deliveries,
+            |pid, comm| self.resolve_vm(pid, comm, true),
+            |pid| vm_filter.is_none_or(|p| p == pid),
+        );
+        let plan = &self.set.plan;
         Ok(KvmReport {
             total: entries.iter().map(|e| e.count).sum(),
             entries,
+            delivery_observed: delivery::POINTS
+                .iter()
+                .any(|p| plan.chosen_for(p).is_some()),
+            deliveries,
+            wakeups,
             stats: self.set.stats.delta(),
         })
     }

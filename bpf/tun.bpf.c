@@ -44,6 +44,8 @@ struct {
 __u64 tun_gen = 0;
 /* The device, as the last xmit saw it: tun_sample reads its rings. */
 __u64 tun_dev = 0;
+/* A macvtap's lower device, once a packet on it led to the macvtap (tun_dev). */
+__u64 tun_lower = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -106,6 +108,37 @@ static __always_inline void tun_ring_finish(struct tun_ring *r, void **queue)
 	r->unavailable = tun_ring_distance(r->consumer_tail, r->producer, r->size, r->full);
 }
 
+/* The ring of macvtap @dev's queue @q: netdev_priv is a macvtap_dev, its tap_dev holds the
+ * queues (tap_queue), each with its ptr_ring. */
+static __always_inline void macvtap_ring_read(struct net_device *dev, __u32 q, struct tun_ring *r)
+{
+	struct macvtap_dev *m;
+	struct tap_queue *tq = 0;
+	struct ptr_ring *ring;
+
+	if (!bpf_core_type_exists(struct macvtap_dev)) {
+		r->status = TUN_RING_NO_BTF;
+		return;
+	}
+	m = tun_netdev_priv(dev);
+	if (BPF_CORE_READ(m, tap.dev) != dev) {
+		r->status = TUN_RING_NOT_TUN;
+		return;
+	}
+	r->numqueues = BPF_CORE_READ(m, tap.numvtaps);
+	if (bpf_probe_read_kernel(&tq, sizeof(tq), &m->tap.taps[q & (TUN_MAX_QUEUES - 1)]) || !tq) {
+		r->status = TUN_RING_NO_QUEUE;
+		return;
+	}
+	ring = &tq->ring;
+	r->producer = BPF_CORE_READ(ring, producer);
+	r->consumer_head = BPF_CORE_READ(ring, consumer_head);
+	r->consumer_tail = BPF_CORE_READ(ring, consumer_tail);
+	r->size = BPF_CORE_READ(ring, size);
+	r->batch = BPF_CORE_READ(ring, batch);
+	tun_ring_finish(r, BPF_CORE_READ(ring, queue));
+}
+
 /*
  * The tx ring of @dev's queue @q, as ptr_ring_produce() would find it now. With @direct (a
  * BTF @dev), bpf_rdonly_cast (6.2+) and tun built in, plain fault-safe loads; else probe reads.
@@ -119,6 +152,10 @@ static __always_inline void tun_ring_read(struct net_device *dev, __u32 q, struc
 	void **queue;
 
 	__builtin_memset(r, 0, sizeof(*r));
+	if (tun_cfg.macvtap) {
+		macvtap_ring_read(dev, q, r);
+		return;
+	}
 	if (!bpf_core_type_exists(struct tun_struct)) {
 		r->status = TUN_RING_NO_BTF;
 		return;
@@ -226,17 +263,13 @@ static __always_inline void tun_report(struct sk_buff *skb, const struct tun_rin
 	np_submit(&events, e);
 }
 
-/* The stack hands @skb to the tap's xmit (tun_net_xmit): the ring before the produce. */
-static __always_inline void tun_xmit(struct sk_buff *skb, struct net_device *dev,
-				     const int direct)
+/* @skb goes into the ring of @dev's queue @q: the ring before the produce. */
+static __always_inline void tun_enqueue(struct sk_buff *skb, struct net_device *dev, __u32 q,
+					const int direct)
 {
 	struct tun_queue_stats *s;
 	struct tun_ring r;
-	__u32 q;
 
-	if (!skb || !tun_is_target(dev, direct))
-		return;
-	q = NP_RD(direct, skb->queue_mapping, skb, queue_mapping);
 	if (tun_cfg.has_queue && q != tun_cfg.queue)
 		return;
 	s = tun_queue(q);
@@ -249,6 +282,126 @@ static __always_inline void tun_xmit(struct sk_buff *skb, struct net_device *dev
 	tun_ring_stats(s, &r);
 	if (tun_cfg.events && (tun_cfg.all || r.full))
 		tun_report(skb, &r, q, direct);
+}
+
+/* The stack hands @skb to the tap's xmit (tun_net_xmit). */
+static __always_inline void tun_xmit(struct sk_buff *skb, struct net_device *dev,
+				     const int direct)
+{
+	if (!skb || tun_cfg.macvtap || !tun_is_target(dev, direct))
+		return;
+	tun_enqueue(skb, dev, NP_RD(direct, skb->queue_mapping, skb, queue_mapping), direct);
+}
+
+/*
+ * @skb reaches macvtap @dev's rx handler (tap_handle_frame), which puts it in one queue's ring
+ * as tap_get_queue() picks it: the only queue; else by the flow hash (a NIC's RSS hash), else
+ * by the recorded rx queue. A multi-queue macvtap's packet with neither is not attributed.
+ */
+static __always_inline void macvtap_xmit(struct sk_buff *skb, struct net_device *dev)
+{
+	struct macvtap_dev *m = tun_netdev_priv(dev);
+	__u32 n = 0, hash, rxq, q = 0;
+	struct tun_queue_stats *s;
+
+	if (bpf_core_type_exists(struct macvtap_dev))
+		n = BPF_CORE_READ(m, tap.numvtaps);
+	if (n > 1) {
+		hash = BPF_CORE_READ(skb, hash);
+		rxq = BPF_CORE_READ(skb, queue_mapping);
+		if (hash) {
+			q = hash % n;
+		} else if (rxq) {
+			q = (rxq - 1) % n;
+		} else {
+			s = tun_queue(0);
+			if (s) {
+				s->unknown_ring++;
+				s->last_status = TUN_RING_QUEUE_UNKNOWN;
+			}
+			return;
+		}
+	}
+	tun_enqueue(skb, dev, q, 0);
+}
+
+/* The macvtap behind lower device @dev: one of the macvlans on its macvlan_port. */
+static __always_inline struct net_device *macvtap_of_lower(struct net_device *dev)
+{
+	struct macvlan_port *port;
+	struct list_head *head, *pos;
+
+	if (tun_lower)
+		return (__u64)dev == tun_lower ? (struct net_device *)tun_dev : 0;
+	if (!tun_cfg.macvlan_rx_handler || !bpf_core_type_exists(struct macvlan_port) ||
+	    (__u64)BPF_CORE_READ(dev, rx_handler) != tun_cfg.macvlan_rx_handler)
+		return 0;
+	port = BPF_CORE_READ(dev, rx_handler_data);
+	head = &port->vlans;
+	pos = BPF_CORE_READ(port, vlans.next);
+	for (int i = 0; i < TUN_MACVLAN_WALK && pos && pos != head; i++) {
+		struct macvlan_dev *v =
+			(void *)pos - bpf_core_field_offset(struct macvlan_dev, list);
+		struct net_device *vdev = BPF_CORE_READ(v, dev);
+
+		if (tun_is_target(vdev, 0)) {
+			tun_dev = (__u64)vdev;
+			tun_lower = (__u64)dev;
+			return vdev;
+		}
+		pos = BPF_CORE_READ(pos, next);
+	}
+	return 0;
+}
+
+/* Is @skb's destination MAC the one of @dev? */
+static __always_inline int tun_mac_is(struct sk_buff *skb, struct net_device *dev)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 mh = BPF_CORE_READ(skb, mac_header);
+	const unsigned char *addr = BPF_CORE_READ(dev, dev_addr);
+	__u8 dst[6] = {}, mac[6] = {};
+
+	if (bpf_probe_read_kernel(dst, sizeof(dst), head + mh) ||
+	    bpf_probe_read_kernel(mac, sizeof(mac), addr))
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		if (dst[i] != mac[i])
+			return 0;
+	return 1;
+}
+
+/*
+ * A packet received: on the macvtap itself (a broadcast or multicast, or from a macvlan
+ * neighbour), or unicast to it on its lower device, where macvlan passes it on (another round
+ * of the same receive, which no tracepoint sees).
+ */
+static __always_inline void macvtap_rx(struct sk_buff *skb, const int direct)
+{
+	struct net_device *dev, *tap;
+
+	if (!tun_cfg.macvtap || !skb)
+		return;
+	dev = NP_RD(direct, skb->dev, skb, dev);
+	if (!dev)
+		return;
+	if (tun_is_target(dev, direct)) {
+		macvtap_xmit(skb, dev);
+		return;
+	}
+	tap = macvtap_of_lower(dev);
+	if (tap && tun_mac_is(skb, tap))
+		macvtap_xmit(skb, tap);
+}
+
+/* Did @skb come from the reader (the VM's transmit)? A tap's come in through it (skb_iif); a
+ * macvtap's packets toward the reader are the ones that do (the receive's second round). */
+static __always_inline int tun_from_reader(struct sk_buff *skb, const int direct)
+{
+	int in = NP_RD(direct, skb->skb_iif, skb, skb_iif) == np_filter.ifindex;
+
+	return tun_cfg.macvtap ? !in : in;
 }
 
 /* Is @loc inside one of the tun read functions user space found in kallsyms? */
@@ -278,7 +431,7 @@ static __always_inline void tun_consumed(struct sk_buff *skb, __u64 loc, const i
 	if (loc) {
 		if (!tun_in_read_fn(loc))
 			return;
-	} else if (NP_RD(direct, skb->skb_iif, skb, skb_iif) == np_filter.ifindex) {
+	} else if (tun_from_reader(skb, direct)) {
 		return;
 	}
 	q = NP_RD(direct, skb->queue_mapping, skb, queue_mapping);
@@ -302,7 +455,7 @@ static __always_inline void tun_dropped(struct sk_buff *skb, __u32 reason, const
 	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
 		return;
 	/* A packet from the reader (the VM's transmit) dropped in the stack is not the ring's. */
-	if (NP_RD(direct, skb->skb_iif, skb, skb_iif) == np_filter.ifindex)
+	if (tun_from_reader(skb, direct))
 		return;
 	q = NP_RD(direct, skb->queue_mapping, skb, queue_mapping);
 	if (tun_cfg.has_queue && q != tun_cfg.queue)
@@ -381,6 +534,46 @@ int tun_drop_tp(struct trace_event_raw_kfree_skb *args)
 	if (bpf_core_field_exists(args->reason))
 		reason = args->reason;
 	tun_dropped((struct sk_buff *)args->skbaddr, reason, 0);
+	return 0;
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(tun_rx_btf, struct sk_buff *skb)
+{
+	macvtap_rx(skb, 1);
+	return 0;
+}
+
+SEC("tracepoint/net/netif_receive_skb")
+int tun_rx_tp(struct trace_event_raw_net_dev_template *args)
+{
+	macvtap_rx((struct sk_buff *)args->skbaddr, 0);
+	return 0;
+}
+
+/* ---- tap_handle_frame (fentry, else kprobe): a macvtap's rx handler ---- */
+
+static __always_inline void macvtap_handle(struct sk_buff **pskb)
+{
+	struct sk_buff *skb = 0;
+
+	if (!tun_cfg.macvtap || bpf_probe_read_kernel(&skb, sizeof(skb), pskb) || !skb)
+		return;
+	if (tun_is_target(BPF_CORE_READ(skb, dev), 0))
+		macvtap_xmit(skb, BPF_CORE_READ(skb, dev));
+}
+
+SEC("fentry/tap_handle_frame")
+int BPF_PROG(tun_tap_fe, struct sk_buff **pskb)
+{
+	macvtap_handle(pskb);
+	return 0;
+}
+
+SEC("kprobe/tap_handle_frame")
+int BPF_KPROBE(tun_tap_kp, struct sk_buff **pskb)
+{
+	macvtap_handle(pskb);
 	return 0;
 }
 

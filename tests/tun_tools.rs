@@ -151,12 +151,24 @@ fn fill_and_drain(lab: &TunLab, sent: &[usize], size: u32) {
 }
 
 fn assert_queue(totals: &std::collections::BTreeMap<u64, Value>, q: u64, sent: u64, size: u64) {
+    assert_ring(totals, q, sent, size, ring_readable(), "no_btf");
+}
+
+/// [`assert_queue`] for a ring the tool can read (`readable`) or not.
+fn assert_ring(
+    totals: &std::collections::BTreeMap<u64, Value>,
+    q: u64,
+    sent: u64,
+    size: u64,
+    readable: bool,
+    unreadable_status: &str,
+) {
     let t = totals
         .get(&q)
         .unwrap_or_else(|| panic!("no queue {q} in {totals:?}"));
     let over = sent.saturating_sub(size);
     assert_eq!(t["xmit"], sent, "queue {q} xmits: {t}");
-    if ring_readable() {
+    if readable {
         assert_eq!(t["size"], size, "queue {q} ring size: {t}");
         assert_eq!(
             t["max_pending"],
@@ -170,11 +182,83 @@ fn assert_queue(totals: &std::collections::BTreeMap<u64, Value>, q: u64, sent: u
     } else {
         assert_eq!(t["size"], 0, "queue {q}: no ring without tun's BTF: {t}");
         assert_eq!(t["unknown_ring"], sent, "queue {q}: every xmit unread: {t}");
-        assert_eq!(t["ring_status"], "no_btf", "queue {q}: {t}");
+        assert_eq!(t["ring_status"], unreadable_status, "queue {q}: {t}");
     }
     assert_eq!(t["drops"], over, "queue {q} drops: {t}");
     assert_eq!(t["full_ring"], over, "queue {q} FULL_RING drops: {t}");
     assert_eq!(t["read"], size.min(sent), "queue {q} packets read: {t}");
+}
+
+/// A macvtap on the lab's `vb` with a paused reader: unicast frames to its MAC from the other
+/// end of the veth go through macvlan into its ring (no xmit: the lower device's receive, which
+/// the tool follows to the macvtap), fill it, and overflow as FULL_RING drops, counted in the
+/// macvtap's rx_dropped. A second run reports the xmits that found the ring full as events.
+#[test]
+fn a_macvtap_ring_fills_and_overflows_like_a_taps() {
+    require_root();
+    const MACVTAP: &str = "mvt0";
+    const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x4e, 0x50, 0x77];
+    let (size, sent) = (20_u32, 50_usize);
+    let lab = Lab::new("mvt");
+    let vm_ip = Ipv4Addr::new(198, 51, 100, 77);
+    let vm = TapVm::create_macvtap(&lab.b, MACVTAP, Lab::B_IF, MAC, vm_ip, size);
+    // The macvtap module's BTF (or macvtap built in) gives the ring.
+    let readable = {
+        use std::path::Path;
+        Path::new("/sys/kernel/btf/macvtap").exists()
+            || !Path::new("/sys/module/macvtap/initstate").exists()
+    };
+    let args = |extra: &[&'static str]| {
+        let mut v = vec!["-d", MACVTAP, "--netns", lab.b.as_str(), "--json"];
+        v.extend_from_slice(extra);
+        v
+    };
+    let summary = ToolRun::start(TOOL, &args(&["-i", "0.3"]));
+    let events = readable.then(|| ToolRun::start(TOOL, &args(&["--dst-port", "7077"])));
+    let frame = udp_ipv4_frame(MAC, lab.a_mac, lab.a_ip, vm_ip, 40000, 7077, &[0x42; 64]);
+    vm.pause();
+    quiet(|| {
+        send_raw_frames(&lab.a, Lab::A_IF, &frame, sent);
+        vm.resume();
+        wait_until("the reader to drain the macvtap", WAIT, || {
+            vm.frames_read() >= u64::from(size)
+        });
+    });
+    // One more interval: the fill after the reads.
+    std::thread::sleep(Duration::from_millis(700));
+    let out = summary.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let plan = out.json()[0]["probe"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(plan.contains("netif_receive_skb"), "plan {plan}");
+    let totals = queue_totals(&out);
+    assert_ring(&totals, 0, sent as u64, u64::from(size), readable, "no_btf");
+    let over = (sent - size as usize) as u64;
+    assert_eq!(
+        read_stat(&lab.b, MACVTAP, "rx_dropped"),
+        over,
+        "the macvtap's rx_dropped"
+    );
+    assert_eq!(vm.frames_read(), u64::from(size), "frames the reader got");
+    if let Some(events) = events {
+        let out = events.stop(Signal::SIGINT);
+        assert!(out.status.success(), "{:?}", out.stderr);
+        let evs: Vec<Value> = out
+            .json()
+            .into_iter()
+            .filter(|v| v["type"] == "tun_xmit")
+            .collect();
+        assert_eq!(evs.len() as u64, over, "ring-full events: {:?}", out.stdout);
+        for e in &evs {
+            assert_eq!(e["queue"], 0, "{e}");
+            assert_eq!(e["full"], true, "{e}");
+            assert_eq!(e["pending"], u64::from(size), "{e}");
+            assert_eq!(e["dst_port"], 7077, "{e}");
+            assert_eq!(e["ifname"], MACVTAP, "{e}");
+        }
+    }
 }
 
 #[test]
@@ -330,7 +414,10 @@ fn bad_devices_and_arguments_are_one_line_errors() {
     let ns = lab.ns().to_string();
     let cases: [(&[&str], &str); 5] = [
         (&["-d", "nosuch0", "--netns", &ns], "no such interface"),
-        (&["-d", Lab::A_IF, "--netns", &ns], "not a tun/tap device"),
+        (
+            &["-d", Lab::A_IF, "--netns", &ns],
+            "not a tun/tap or macvtap device",
+        ),
         (
             &["-d", TAP, "--netns", "np-no-such-ns"],
             "no such network namespace",

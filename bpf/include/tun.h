@@ -7,6 +7,7 @@
 enum tun_sizes {
 	TUN_MAX_QUEUES = 256,  /* MAX_TAP_QUEUES: tun_struct.tfiles[] */
 	TUN_READ_RANGES = 4,   /* kernel functions whose consume_skb is a reader's read */
+	TUN_MACVLAN_WALK = 16, /* macvlans of one lower device searched for the macvtap */
 	TUN_DROP_REASONS = 8,  /* distinct drop reasons counted per queue and interval */
 };
 
@@ -17,6 +18,7 @@ enum tun_ring_status {
 	TUN_RING_NO_QUEUE = 2,  /* no tun_file at tfiles[queue] (no reader attached) */
 	TUN_RING_NO_BTF = 3,    /* the kernel's BTF has no struct tun_struct (a module without BTF) */
 	TUN_RING_BAD = 4,       /* ring size 0 or the queue pointer unreadable */
+	TUN_RING_QUEUE_UNKNOWN = 5, /* multi-queue macvtap, no hash or rx queue to pick one by */
 };
 
 struct tun_range {
@@ -31,6 +33,9 @@ struct tun_config {
 	__u8 events;      /* report xmits as events (else only count them) */
 	__u8 all;         /* events for every xmit, not only those that find the ring full */
 	__u8 vmlinux_tun; /* struct tun_struct is in vmlinux BTF: bpf_rdonly_cast can take it */
+	__u8 macvtap;     /* the device is a macvtap: tap_dev.taps[queue]->ring */
+	__u8 pad[3];
+	__u64 macvlan_rx_handler; /* macvlan_handle_frame: a lower device of macvlans has it */
 };
 
 /* A ptr_ring snapshot. pending: produced, not yet consumed; unavailable: slots the producer

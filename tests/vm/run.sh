@@ -30,7 +30,7 @@ VM_VERBOSE=${VM_VERBOSE:-0}             # 1: also stream the serial console to s
 VM_SKIP_BUILD=${VM_SKIP_BUILD:-0}       # 1: reuse the executables of the last build
 VM_TESTS=${VM_TESTS:-}                  # grep -E pattern: only these test executables (virtio_tools|tun_tools)
 # Modules loaded by /init up front (the guest's modprobe loads the rest on demand).
-VM_MODULES=${VM_MODULES:-"tun veth nf_tables openvswitch vhost_net kvm kvm_amd virtio_pci virtio_net"}
+VM_MODULES=${VM_MODULES:-"tun veth macvtap nf_tables openvswitch vhost_net kvm kvm_amd virtio_pci virtio_net"}
 # Modules copied into the image (with their dependency closure), in addition to the
 # kernel/ subtrees in MODULE_TREES. Names as modprobe knows them.
 VM_EXTRA_MODULES=${VM_EXTRA_MODULES:-"tun veth tap 8021q sch_ingress sch_tbf bridge cls_bpf nfnetlink nf_tables openvswitch vhost_net kvm kvm_amd virtio_pci virtio_net"}

@@ -10,6 +10,11 @@
 //! fill now, with no program per read. Where the kernel has no BTF for tun (its module before
 //! 5.11) there is no ring to read: reads are then `consume_skb` in the tun read functions.
 //! Drops are `kfree_skb` of the device's packets, by reason (names from the kernel's BTF).
+//!
+//! A macvtap's rings (`tap_dev.taps[queue]->ring`) fill in its rx handler, which no tracepoint
+//! sees: the set reads them at `netif_receive_skb` on the lower device for frames to the
+//! macvtap's MAC (the lower device's `macvlan_port` leads to the macvtap), else by fentry or
+//! kprobe on `tap_handle_frame`.
 use crate::clock::WallClock;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -37,7 +42,53 @@ unsafe impl plain::Plain for types::tun_sample {}
 /// Queues a tun device can have (`MAX_TAP_QUEUES`).
 pub const MAX_QUEUES: u32 = types::tun_sizes::TUN_MAX_QUEUES.0;
 /// Kernel functions whose `consume_skb` is a reader's read (the first found ones are used).
-const READ_FUNCTIONS: [&str; 3] = ["tun_do_read", "tun_recvmsg", "tun_chr_read_iter"];
+const READ_FUNCTIONS: [&str; 4] = [
+    "tun_do_read",
+    "tap_do_read",
+    "tun_recvmsg",
+    "tun_chr_read_iter",
+];
+
+/// The plan's point for packets into a macvtap (in place of `tap xmit`).
+const MACVTAP_POINT: &str = "macvtap receive";
+
+/// What kind of device the rings belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeviceKind {
+    /// A tun/tap device: `tun_struct.tfiles[queue]->tx_ring`, filled at its xmit.
+    Tun,
+    /// A macvtap: `tap_dev.taps[queue]->ring`, filled by its rx handler.
+    Macvtap,
+}
+
+impl DeviceKind {
+    /// The kind of `device` from its driver; a macvlan that is no macvtap, or any other
+    /// driver, is refused. `sysfs`: the device's sysfs directory, where the tool's own
+    /// namespace shows it (a macvtap has `macvtap/`).
+    fn of(device: &str, driver: Option<&str>, sysfs: Option<&std::path::Path>) -> Result<Self> {
+        match driver {
+            Some("tun") => Ok(DeviceKind::Tun),
+            Some("macvlan") if sysfs.is_none_or(|d| d.join("macvtap").exists()) => {
+                Ok(DeviceKind::Macvtap)
+            }
+            Some("macvlan") => Err(Error::usage(format!(
+                "--device {device}: a macvlan, not a macvtap: it has no ring toward a reader"
+            ))),
+            other => Err(Error::usage(format!(
+                "--device {device}: not a tun/tap or macvtap device (driver {}); give the tap of a VM (e.g. vnet0, macvtap0)",
+                other.unwrap_or("unknown")
+            ))),
+        }
+    }
+
+    /// The struct whose BTF the ring read needs, and a function of its module.
+    fn btf_struct(self) -> (&'static str, &'static str) {
+        match self {
+            DeviceKind::Tun => ("tun_struct", "tun_net_xmit"),
+            DeviceKind::Macvtap => ("macvtap_dev", "macvtap_newlink"),
+        }
+    }
+}
 
 /// The set as plans and `netprobe_check` see it.
 pub struct TunSet;
@@ -65,6 +116,16 @@ impl ProbeSet for TunSet {
                     ),
                     c(ProbeKind::Fentry, "tun_net_xmit", "tun_xmit_fe"),
                     c(ProbeKind::Kprobe, "tun_net_xmit", "tun_xmit_kp"),
+                ],
+            },
+            ProbePoint {
+                name: MACVTAP_POINT,
+                required: false,
+                candidates: vec![
+                    c(ProbeKind::TpBtf, "netif_receive_skb", "tun_rx_btf"),
+                    c(ProbeKind::Tracepoint, "net/netif_receive_skb", "tun_rx_tp"),
+                    c(ProbeKind::Fentry, "tap_handle_frame", "tun_tap_fe"),
+                    c(ProbeKind::Kprobe, "tap_handle_frame", "tun_tap_kp"),
                 ],
             },
             ProbePoint {
@@ -245,6 +306,7 @@ fn status_name(status: u8) -> &'static str {
         S::TUN_RING_NOT_TUN => "not_tun",
         S::TUN_RING_NO_QUEUE => "no_queue",
         S::TUN_RING_NO_BTF => "no_btf",
+        S::TUN_RING_QUEUE_UNKNOWN => "queue_unknown",
         _ => "unreadable",
     }
 }
@@ -283,37 +345,52 @@ impl TunProbe {
                 opts.device, ns.label
             ))
         })?;
-        match ns.driver(&opts.device)?.as_deref() {
-            Some("tun") => {}
-            other => {
-                return Err(Error::usage(format!(
-                "--device {}: not a tun/tap device (driver {}); give the tap of a VM (e.g. vnet0)",
-                opts.device,
-                other.unwrap_or("unknown")
-            )))
-            }
-        }
+        let own_ns = opts.netns.is_none();
+        let sysfs = std::path::Path::new("/sys/class/net").join(&opts.device);
+        let kind = DeviceKind::of(
+            &opts.device,
+            ns.driver(&opts.device)?.as_deref(),
+            own_ns.then_some(sysfs.as_path()),
+        )?;
         if let Some(q) = opts.queue.filter(|&q| q >= MAX_QUEUES) {
             return Err(Error::usage(format!(
                 "--queue {q}: a tun device has at most {MAX_QUEUES} queues"
             )));
         }
-        if opts.events && !opts.all && !env.btf.has_struct("tun_struct", "tun_net_xmit") {
-            return Err(Error::missing(
-                "this kernel has no BTF for tun (a tun module has its own only from 5.11): the \
-                 ring cannot be read, so no xmit can be seen finding it full; use -i for the \
-                 per-queue counts and FULL_RING drops, or --all for every xmit",
-            ));
+        let (ring_struct, module_fn) = kind.btf_struct();
+        let ring_readable = env.btf.has_struct(ring_struct, module_fn);
+        if opts.events && !opts.all && !ring_readable {
+            return Err(Error::missing(format!(
+                "this kernel has no BTF for {ring_struct} (a module has its own only from 5.11): \
+                 the ring cannot be read, so no packet can be seen finding it full; use -i for \
+                 the per-queue counts and FULL_RING drops, or --all for every packet"
+            )));
         }
         let mut filter = opts.filter.clone();
         filter.netns = Some(ns);
         filter.interface = Some((ifindex, opts.device.clone()));
-        let ring_readable = env.btf.has_struct("tun_struct", "tun_net_xmit");
-        let vmlinux_tun = env.btf.vmlinux_has_struct("tun_struct");
+        let vmlinux_tun = kind == DeviceKind::Tun && env.btf.vmlinux_has_struct("tun_struct");
         let points: Vec<ProbePoint> = TunSet::probe_points()
             .into_iter()
             .filter(|p| !(ring_readable && p.name == "reader read"))
+            .filter_map(|mut p| match (kind, p.name) {
+                (DeviceKind::Macvtap, "tap xmit") | (DeviceKind::Tun, MACVTAP_POINT) => None,
+                (DeviceKind::Macvtap, MACVTAP_POINT) => {
+                    p.required = true;
+                    Some(p)
+                }
+                _ => Some(p),
+            })
             .collect();
+        let macvlan_rx_handler = match kind {
+            DeviceKind::Macvtap => crate::symbol::kallsyms_ranges(&["macvlan_handle_frame"])?
+                .into_iter()
+                .flatten()
+                .map(|(start, _)| start)
+                .next()
+                .unwrap_or(0),
+            DeviceKind::Tun => 0,
+        };
         let plan = Plan::choose(&points, &env.features, &env.btf, env.tracefs.as_deref());
         let read_fns: Vec<(u64, u64)> = crate::symbol::kallsyms_ranges(&READ_FUNCTIONS)?
             .into_iter()
@@ -345,6 +422,8 @@ impl TunProbe {
             cfg.events = u8::from(opts.events);
             cfg.all = u8::from(opts.all);
             cfg.vmlinux_tun = u8::from(vmlinux_tun);
+            cfg.macvtap = u8::from(kind == DeviceKind::Macvtap);
+            cfg.macvlan_rx_handler = macvlan_rx_handler;
             // Not an attach point: run at the end of each interval.
             open.progs.tun_sample.set_autoload(ring_readable);
             Ok(())

@@ -68,9 +68,9 @@ fn main() {
     );
 
     // KVM: 10 MSI irqfd signals from a vhost-named thread, 5 IOAPIC irqfd signals (kworker),
-    // 3 KVM_IRQ_LINE asserts and 2 KVM_SIGNAL_MSI.
+    // 3 KVM_IRQ_LINE asserts and 2 KVM_SIGNAL_MSI, to a guest that takes the MSIs.
     let me = std::process::id();
-    let kvm = match KvmIrqLab::create() {
+    let mut kvm = match KvmIrqLab::create() {
         Ok(kvm) => kvm,
         Err(e) => {
             println!(
@@ -79,6 +79,10 @@ fn main() {
             return;
         }
     };
+    if let Err(e) = kvm.run_guest() {
+        println!("(no guest runs, so nothing is delivered: {e})");
+    }
+    std::thread::sleep(Duration::from_millis(50));
     let trace = MsiTrace::start_events(&["kvm_set_irq"]).unwrap_or_else(|e| panic!("{e}"));
     let irqs = ToolRun::start(
         &tool("kvm_irqfd_stats_summary"),

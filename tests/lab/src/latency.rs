@@ -287,6 +287,67 @@ impl TapVm {
                 })
                 .collect()
         });
+        Self::with_fds(ns, name, mac, ip, fds)
+    }
+
+    /// Creates macvtap `name` on `lower` in namespace `ns` (bridge mode, MAC `mac`, ring of
+    /// `txqueuelen` slots, up), opens its character device (`/dev/tap<ifindex>`, non-blocking)
+    /// and starts the reader. The VM's frames carry `mac` and `ip`. The device lives until
+    /// the namespace goes.
+    pub fn create_macvtap(
+        ns: &str,
+        name: &str,
+        lower: &str,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+        txqueuelen: u32,
+    ) -> TapVm {
+        let (addr, qlen) = (mac_string(mac), txqueuelen.to_string());
+        ns_exec(
+            ns,
+            &[
+                "ip",
+                "link",
+                "add",
+                "link",
+                lower,
+                "name",
+                name,
+                "address",
+                &addr,
+                "txqueuelen",
+                &qlen,
+                "type",
+                "macvtap",
+                "mode",
+                "bridge",
+            ],
+        );
+        ns_exec(ns, &["ip", "link", "set", name, "up"]);
+        let owned = name.to_owned();
+        let ifindex = in_netns(ns, move || nix::net::if_::if_nametoindex(owned.as_str()))
+            .unwrap_or_else(|e| panic!("macvtap {name} in {ns}: {e}"));
+        // devtmpfs names the character device after the ifindex the macvtap had when created.
+        let path = format!("/dev/tap{ifindex}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let file = loop {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)
+            {
+                Ok(f) => break f,
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("open {path} (macvtap {name} in {ns}): {e}"),
+            }
+        };
+        Self::with_fds(ns, name, mac, ip, vec![OwnedFd::from(file)])
+    }
+
+    /// A VM on tap queues `fds` (already open) of device `name`: starts the reader.
+    fn with_fds(ns: &str, name: &str, mac: [u8; 6], ip: Ipv4Addr, fds: Vec<OwnedFd>) -> TapVm {
+        let queues = fds.len();
         let fds = Arc::new(fds);
         let shared = Arc::new(Shared {
             queue_frames: Mutex::new(vec![0; queues]),

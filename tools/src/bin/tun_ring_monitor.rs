@@ -15,8 +15,9 @@ const TOOL: &str = "tun_ring_monitor";
 const USES: &[SetInfo] = &[SetInfo::of::<TunSet>()];
 
 /// Watches the tx rings of a tun/tap device (the packets waiting for the VM's reader, vhost
-/// or the VMM): by default one line per xmit that finds its queue's ring full (the packet is
-/// then dropped, FULL_RING); with -i, per-queue summaries instead.
+/// or the VMM), or a macvtap's queue rings: by default one line per xmit that finds its
+/// queue's ring full (the packet is then dropped, FULL_RING); with -i, per-queue summaries
+/// instead.
 #[derive(Debug, Parser)]
 #[command(
     name = TOOL,
@@ -27,7 +28,7 @@ read slots a batch at a time). The flow filters choose the events; the summary c
 packet of the queue."
 )]
 struct Args {
-    /// The tun/tap device (e.g. vnet0)
+    /// The tun/tap or macvtap device (e.g. vnet0, macvtap0)
     #[arg(short = 'd', long, value_name = "IFNAME")]
     device: String,
     /// Only this queue (multi-queue taps)

@@ -33,7 +33,7 @@ VM_TESTS=${VM_TESTS:-}                  # grep -E pattern: only these test execu
 VM_MODULES=${VM_MODULES:-"tun veth macvtap nf_tables openvswitch vhost_net kvm kvm_amd virtio_pci virtio_net"}
 # Modules copied into the image (with their dependency closure), in addition to the
 # kernel/ subtrees in MODULE_TREES. Names as modprobe knows them.
-VM_EXTRA_MODULES=${VM_EXTRA_MODULES:-"tun veth tap 8021q sch_ingress sch_tbf bridge cls_bpf nfnetlink nf_tables openvswitch vhost_net kvm kvm_amd virtio_pci virtio_net"}
+VM_EXTRA_MODULES=${VM_EXTRA_MODULES:-"tun veth tap macvtap 8021q sch_ingress sch_tbf bridge cls_bpf nfnetlink nf_tables openvswitch vhost_net kvm kvm_amd virtio_pci virtio_net"}
 # The guest's NICs: two virtio-net-pci devices on one QEMU hub (what one sends, the other
 # receives), with the MACs netprobe_lab::virtio::HUB_MACS looks for.
 VM_NET=${VM_NET:-"-netdev hubport,id=np0,hubid=0 -device virtio-net-pci,netdev=np0,mac=52:54:00:4e:50:01
@@ -47,7 +47,7 @@ REQUIRED_BUILTIN="BLK_DEV_INITRD RD_GZIP DEVTMPFS SERIAL_8250_CONSOLE PROC_FS SY
     DEBUG_INFO_BTF BPF_EVENTS FTRACE NET_NS PACKET INET UNIX MODULES"
 # module:CONFIG option of the modules the tests use. Either =y or =m will do: sid builds
 # NETFILTER_NETLINK in, and lists no nfnetlink in modules.builtin (it is part of netfilter core).
-MODULE_OPTS="tun:TUN veth:VETH tap:TAP 8021q:VLAN_8021Q sch_ingress:NET_SCH_INGRESS sch_tbf:NET_SCH_TBF bridge:BRIDGE kvm:KVM kvm_amd:KVM_AMD cls_bpf:NET_CLS_BPF
+MODULE_OPTS="tun:TUN veth:VETH tap:TAP macvtap:MACVTAP 8021q:VLAN_8021Q sch_ingress:NET_SCH_INGRESS sch_tbf:NET_SCH_TBF bridge:BRIDGE kvm:KVM kvm_amd:KVM_AMD cls_bpf:NET_CLS_BPF
     nfnetlink:NETFILTER_NETLINK nf_tables:NF_TABLES openvswitch:OPENVSWITCH vhost_net:VHOST_NET
     virtio_pci:VIRTIO_PCI virtio_net:VIRTIO_NET"
 # Host programs the tests shell out to that busybox cannot replace (busybox ip has no netns).

@@ -377,6 +377,12 @@ impl TunProbe {
                 (DeviceKind::Macvtap, "tap xmit") | (DeviceKind::Tun, MACVTAP_POINT) => None,
                 (DeviceKind::Macvtap, MACVTAP_POINT) => {
                     p.required = true;
+                    // Without macvlan's BTF (its module before 5.11) the lower device's
+                    // receive cannot lead to the macvtap: only its rx handler can.
+                    if !env.btf.has_struct("macvlan_port", "macvlan_handle_frame") {
+                        p.candidates
+                            .retain(|c| matches!(c.kind, ProbeKind::Fentry | ProbeKind::Kprobe));
+                    }
                     Some(p)
                 }
                 _ => Some(p),

@@ -246,11 +246,15 @@ static __always_inline void kvm_accepted(__s32 vector)
 		__sync_fetch_and_add(&d->accepted, 1);
 }
 
-static __always_inline void kvm_injected(__s32 vector)
+static __always_inline void kvm_injected(__s32 vector, int reinjected)
 {
 	struct kvm_delivery *d = kvm_delivery_of(vector);
 
-	if (d)
+	if (!d)
+		return;
+	if (reinjected)
+		__sync_fetch_and_add(&d->reinjected, 1);
+	else
 		__sync_fetch_and_add(&d->injected, 1);
 }
 
@@ -323,7 +327,11 @@ int BPF_PROG(kvm_accept_btf, __u32 apicid, __u16 dm, __u16 tm, __u8 vec)
 SEC("tp_btf/kvm_inj_virq")
 int BPF_PROG(kvm_inj_btf, unsigned int vector)
 {
-	kvm_injected(vector & 0xff);
+	/* The soft and reinjected arguments came with 6.3. */
+	int reinjected = bpf_core_field_exists(struct trace_event_raw_kvm_inj_virq, reinjected) ?
+				 (int)(ctx[2] & 0xff) : 0;
+
+	kvm_injected(vector & 0xff, reinjected);
 	return 0;
 }
 
@@ -400,7 +408,8 @@ int kvm_accept_tp(void *args)
 SEC("tracepoint/kvm/kvm_inj_virq")
 int kvm_inj_tp(void *args)
 {
-	kvm_injected(KVM_TP_FIELD(args, inj_vector) & 0xff);
+	kvm_injected(KVM_TP_FIELD(args, inj_vector) & 0xff,
+		     KVM_TP_FIELD(args, inj_reinjected) & 0xff);
 	return 0;
 }
 

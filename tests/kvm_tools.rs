@@ -57,6 +57,10 @@ fn delivered(out: &ToolOutput) -> BTreeMap<(u64, u64), (u64, u64)> {
             let e: &mut (u64, u64) = t.entry(key).or_default();
             e.0 += d["accepted"].as_u64().unwrap();
             e.1 += d["injected"].as_u64().unwrap();
+            assert_eq!(
+                d["reinjected"], 0,
+                "a guest that touched its pages first: {d}"
+            );
         }
     }
     t

@@ -43,6 +43,7 @@ struct kvm_tp_fields {
 	struct kvm_field ioapic_e;
 	struct kvm_field accept_vec;
 	struct kvm_field inj_vector; /* "vector" since 6.3, "irq" before */
+	struct kvm_field inj_reinjected; /* since 6.3 */
 	struct kvm_field wakeup_ns;
 	struct kvm_field wakeup_waited;
 };
@@ -88,6 +89,7 @@ struct kvm_delivery_key {
 struct kvm_delivery {
 	__u64 accepted;    /* kvm_apic_accept_irq: a LAPIC took the vector (IRR set) */
 	__u64 injected;    /* kvm_inj_virq: KVM entered the vCPU with it */
+	__u64 reinjected;  /* ... again, after an exit cut its delivery short (6.3+ tell) */
 	__u64 wakeups;     /* kvm_vcpu_wakeup: a halted vCPU woke up */
 	__u64 waited;      /* ... after sleeping (the others ended while halt-polling) */
 	__u64 wait_ns;     /* their halted time, summed */

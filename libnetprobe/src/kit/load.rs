@@ -52,6 +52,21 @@ impl<S> LoadedSet<S> {
     }
 }
 
+/// The `.rodata` of an open skeleton, in a [`load`] `configure` closure (`open`, `kit`), with
+/// the kit's switches already written into its `np_kit`; `?` returns a missing-map error.
+#[macro_export]
+macro_rules! kit_rodata {
+    ($open:expr, $kit:expr) => {{
+        let ro = $open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| $crate::error::Error::MissingMap(".rodata".into()))?;
+        $kit.write(&mut ro.np_kit);
+        ro
+    }};
+}
+
 /// What the scaffold needs to know of a set.
 pub struct LoadSpec<'a> {
     /// Set name, for messages (`drop`).

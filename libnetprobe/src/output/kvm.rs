@@ -65,6 +65,7 @@ fn delivery_text(out: &mut String, r: &KvmReport) {
         "VECTOR",
         "ACCEPTED (irqs)",
         "INJECTED (irqs)",
+        "REINJECTED (irqs)",
     ]);
     for d in &r.deliveries {
         t.row(vec![
@@ -73,6 +74,7 @@ fn delivery_text(out: &mut String, r: &KvmReport) {
             format!("0x{:02x}", d.vector),
             d.accepted.to_string(),
             d.injected.to_string(),
+            d.reinjected.to_string(),
         ]);
     }
     if t.is_empty() {

@@ -541,13 +541,8 @@ impl DropProbe {
             kit: &opts.kit,
         };
         let set = kit::load(DropSkelBuilder::default(), spec, |open, kit_cfg| {
-            let ro = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| Error::MissingMap("drop .rodata".into()))?;
+            let ro = crate::kit_rodata!(open, kit_cfg);
             crate::write_np_filter!(ro.np_filter, &opts.filter);
-            kit_cfg.write(&mut ro.np_kit);
             let cfg = &mut ro.drop_cfg;
             cfg.mode = opts.mode.bpf();
             if let Some(r) = reason {

@@ -28,6 +28,10 @@ pub struct DeliveryEntry {
     pub accepted: u64,
     /// Times KVM entered a vCPU with it (0 where the backend does not trace injection).
     pub injected: u64,
+    /// Times it entered a vCPU with it again, after an exit cut the delivery short (a page
+    /// fault on the guest's IDT or stack, say). Kernels before 6.3 do not tell them apart:
+    /// there they are in `injected`.
+    pub reinjected: u64,
 }
 
 /// One VM's vCPU wakeups over an interval.
@@ -54,7 +58,7 @@ pub(super) fn merge(
     mut resolve: impl FnMut(u32, &str) -> (u32, String),
     keep: impl Fn(u32) -> bool,
 ) -> (Vec<DeliveryEntry>, Vec<WakeupEntry>) {
-    let mut vectors: BTreeMap<(u32, u8), (String, u64, u64)> = BTreeMap::new();
+    let mut vectors: BTreeMap<(u32, u8), (String, u64, u64, u64)> = BTreeMap::new();
     let mut wakeups: BTreeMap<u32, (String, types::kvm_delivery)> = BTreeMap::new();
     for (k, d) in raw {
         let (pid, comm) = resolve(k.vm_pid, &crate::sets::flow::cstr(&k.comm));
@@ -63,9 +67,10 @@ pub(super) fn merge(
         }
         match u8::try_from(k.vector) {
             Ok(vector) => {
-                let e = vectors.entry((pid, vector)).or_insert((comm, 0, 0));
+                let e = vectors.entry((pid, vector)).or_insert((comm, 0, 0, 0));
                 e.1 += d.accepted;
                 e.2 += d.injected;
+                e.3 += d.reinjected;
             }
             Err(_) => {
                 let e = wakeups.entry(pid).or_insert((comm, Default::default()));
@@ -79,12 +84,13 @@ pub(super) fn merge(
     let deliveries = vectors
         .into_iter()
         .map(
-            |((pid, vector), (comm, accepted, injected))| DeliveryEntry {
+            |((pid, vector), (comm, accepted, injected, reinjected))| DeliveryEntry {
                 pid,
                 comm,
                 vector,
                 accepted,
                 injected,
+                reinjected,
             },
         )
         .collect();
@@ -154,7 +160,8 @@ mod tests {
                 comm: "vm100".into(),
                 vector: 0x30,
                 accepted: 7,
-                injected: 2
+                injected: 2,
+                reinjected: 0,
             }]
         );
         assert_eq!(wakeups.len(), 1);

@@ -273,12 +273,7 @@ impl KvmProbe {
             kit: &opts.kit,
         };
         let set = kit::load(KvmSkelBuilder::default(), spec, |open, kit_cfg| {
-            let ro = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| Error::MissingMap(".rodata".into()))?;
-            kit_cfg.write(&mut ro.np_kit);
+            let ro = crate::kit_rodata!(open, kit_cfg);
             for (slot, range) in ro.kvm_cfg.funcs.iter_mut().zip(&fns) {
                 if let Some((start, end)) = range {
                     slot.start = *start;
@@ -305,6 +300,7 @@ impl KvmProbe {
                     f if f.size == 0 => field("kvm_inj_virq", "irq"),
                     f => f,
                 };
+                tp.inj_reinjected = field("kvm_inj_virq", "reinjected");
                 tp.wakeup_ns = field("kvm_vcpu_wakeup", "ns");
                 tp.wakeup_waited = field("kvm_vcpu_wakeup", "waited");
             }

@@ -475,14 +475,9 @@ impl LatencyProbe {
             kit: &opts.kit,
         };
         let set = kit::load(LatencySkelBuilder::default(), spec, |open, kit_cfg| {
-            let ro = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| Error::MissingMap("latency .rodata".into()))?;
+            let ro = crate::kit_rodata!(open, kit_cfg);
             crate::write_np_filter!(ro.np_filter, &opts.filter);
             ro.np_filter.ifindex = 0;
-            kit_cfg.write(&mut ro.np_kit);
             let cfg = &mut ro.lat_cfg;
             write_stage_table(cfg, &paths, &opts.interfaces)?;
             for role in [Role::Phy, Role::Internal, Role::Vm] {

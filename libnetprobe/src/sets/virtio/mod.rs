@@ -331,12 +331,7 @@ impl VirtioProbe {
                         source,
                     })?;
             }
-            let ro = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| Error::MissingMap(".rodata".into()))?;
-            kit_cfg.write(&mut ro.np_kit);
+            let ro = crate::kit_rodata!(open, kit_cfg);
             crate::write_np_filter!(ro.np_filter, &filter);
             let cfg = &mut ro.virtio_cfg;
             let callers = Caller::ALL.iter().flat_map(|c| {

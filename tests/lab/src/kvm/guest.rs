@@ -4,7 +4,11 @@
 //! mode"), so its handlers can reach the LAPIC:
 //!
 //! ```text
-//! 0x1000  sti; hlt; jmp 0x1000                 wait for interrupts, halted
+//! 0x1000  mov ax, [0]; mov ax, [0x2000]; mov ax, [0x3000]; push ax; pop ax
+//!                                              touch the IVT, handlers and stack once, so
+//!                                              no first delivery takes a nested page fault
+//!                                              (which KVM answers with a reinjection)
+//! 0x100e  sti; hlt; jmp 0x100e                 wait for interrupts, halted
 //! 0x2000 + v*32 (the IVT entry of vector v):
 //!         mov al, v
 //!         mov dword [0xfee000b0], 0            LAPIC EOI
@@ -179,7 +183,15 @@ impl Drop for Mapping {
 
 /// The guest's memory image: code, IVT and handlers.
 fn guest_image(mem: &mut [u8]) {
-    mem[MAIN..MAIN + 4].copy_from_slice(&[0xfb, 0xf4, 0xeb, 0xfc]);
+    let code = [
+        0xa1, 0x00, 0x00, // mov ax, [0x0000]
+        0xa1, 0x00, 0x20, // mov ax, [0x2000]
+        0xa1, 0x00, 0x30, // mov ax, [0x3000]
+        0x50, 0x58, // push ax; pop ax
+        0x90, 0x90, 0x90, // nop (the loop starts at 0x100e)
+        0xfb, 0xf4, 0xeb, 0xfc, // sti; hlt; jmp 0x100e
+    ];
+    mem[MAIN..MAIN + code.len()].copy_from_slice(&code);
     for v in 0..=255u8 {
         let at = HANDLERS + usize::from(v) * 32;
         let handler = [

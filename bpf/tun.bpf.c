@@ -98,7 +98,14 @@ static __always_inline void tun_ring_finish(struct tun_ring *r, void **queue)
 {
 	void *slot = 0;
 
-	if (!r->size || r->producer >= r->size ||
+	if (!r->size || r->producer >= r->size) {
+		r->status = TUN_RING_BAD;
+		return;
+	}
+	/* The slots from consumer_tail up to producer hold entries (read ones the consumer has
+	 * not zeroed yet, then pending ones), the others are NULL: queue[producer] can only be
+	 * taken when producer == consumer_tail. */
+	if (r->producer == r->consumer_tail &&
 	    bpf_probe_read_kernel(&slot, sizeof(slot), &queue[r->producer])) {
 		r->status = TUN_RING_BAD;
 		return;

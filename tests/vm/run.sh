@@ -520,18 +520,57 @@ summarize() { # kernel-suffix log qemu-exit seconds
     awk -v name="$1" -v qrc="$3" -v secs="$4" -f "$VM_DIR/verdict.awk" "$2"
 }
 
-# Boots image dir $1 with its serial console in $2; sets qrc to qemu's exit code.
+# Boots image dir $1 with its serial console in $2 and ${3:-} added to the kernel command
+# line; sets qrc to qemu's exit code.
 boot_guest() {
+    local append="$VM_APPEND${3:+ $3}"
     qrc=0
     if [ "$VM_VERBOSE" = 1 ]; then
         timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp "$VM_SMP" -m "$VM_MEM" \
             -kernel "$1/vmlinuz" -initrd "$1/initrd.cpio.gz" -nographic -no-reboot "${NET_ARGS[@]}" \
-            -append "$VM_APPEND" </dev/null 2>&1 | tee "$2" || qrc=${PIPESTATUS[0]}
+            -append "$append" </dev/null 2>&1 | tee "$2" || qrc=${PIPESTATUS[0]}
     else
         timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp "$VM_SMP" -m "$VM_MEM" \
             -kernel "$1/vmlinuz" -initrd "$1/initrd.cpio.gz" -nographic -no-reboot "${NET_ARGS[@]}" \
-            -append "$VM_APPEND" </dev/null >"$2" 2>&1 || qrc=$?
+            -append "$append" </dev/null >"$2" 2>&1 || qrc=$?
     fi
+}
+
+# The console without carriage returns and terminal escapes.
+clean_console() {
+    tr -d '\r' <"$1" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g'
+}
+
+# The head of the kernel's oops report in console $1: what failed, and where.
+oops_head() {
+    local text
+    text=$(clean_console "$1")
+    grep -E -m 1 -A 7 <<<"$text" \
+        '(BUG:|Oops|general protection|invalid opcode|kernel BUG|Unable to handle|unable to handle|stack-protector|double fault)' |
+        sed 's/^/    | /' || true
+}
+
+# A guest kernel that panicked in the middle of the tests (seen under TCG: a jump into the
+# middle of an instruction in ttwu_do_activate during an interrupt) gets one more boot that
+# resumes at the test executable it was running; the console $2 is then the first boot's
+# finished executables followed by the second boot's. Sets panic_note.
+resume_after_panic() { # image-dir console
+    local first=$2.panicked name text
+    panic_note=
+    text=$(clean_console "$2")
+    grep -q '=== VM-KERNEL ' <<<"$text" || return 0
+    grep -q '^=== VM-DONE ===' <<<"$text" && return 0
+    grep -q 'Kernel panic - not syncing' <<<"$text" || return 0
+    name=$(sed -n 's/^=== VM-TEST \([^ ]*\) ===$/\1/p' <<<"$text" | tail -n 1)
+    [ -n "$name" ] || return 0
+    mv "$2" "$first"
+    log "$kver: kernel panic during $name (console: ${first#"$ROOT"/}): booting once more from $name"
+    boot_guest "$1" "$2.rerun" "netprobe.from=$name"
+    {
+        clean_console "$first" | sed "/^=== VM-TEST $name ===\$/,\$d"
+        clean_console "$2.rerun" | sed -n '/^=== VM-TEST /,$p'
+    } >"$2"
+    panic_note="  kernel panic during ${name%-*}; its executable and the rest ran again in a second boot (first console: ${first#"$ROOT"/}):"$'\n'$(oops_head "$first")
 }
 
 SUMMARY=()
@@ -551,7 +590,7 @@ for k in "${KLIST[@]}"; do
     cp "${KIMG[$k]}" "$img/vmlinuz"
     logf=$LOGS/$kver.log
     log "booting $kver ($(du -h "$img/initrd.cpio.gz" | cut -f1) initramfs, log: ${logf#"$ROOT"/})"
-    rm -f "$logf.first-boot"
+    rm -f "$logf.first-boot" "$logf.panicked" "$logf.rerun"
     start=$(date +%s)
     boot_guest "$img" "$logf"
     # Not anchored: the console's reset escapes come first on the marker's line.
@@ -562,6 +601,7 @@ for k in "${KLIST[@]}"; do
         log "$kver did not reach /init (qemu exit $qrc, console: ${logf#"$ROOT"/}.first-boot): booting once more"
         boot_guest "$img" "$logf"
     fi
+    resume_after_panic "$img" "$logf"
     secs=$(($(date +%s) - start))
     out=$(summarize "$k" "$logf" "$qrc" "$secs")
     read -r _ p f bad < <(grep '^#TOTALS ' <<<"$out")
@@ -572,6 +612,7 @@ for k in "${KLIST[@]}"; do
         # Boot or init trouble: the end of the console says why.
         out+=$'\n'"  last lines of the console:"$'\n'$(tr -d '\r' <"$logf" | tail -n 15 | sed 's/^/    | /')
     fi
+    [ -z "$panic_note" ] || out+=$'\n'"$panic_note"
     [ "$bad" -eq 0 ] || ANY_BAD=1
     SUMMARY+=("$out")
     log "$kver done in ${secs}s (qemu exit $qrc)"

@@ -16,7 +16,8 @@ const USES: &[SetInfo] = &[SetInfo::of::<VirtioSet>()];
 /// Counts the NAPI polls of a virtio-net device (run it inside the guest) by kernel stack:
 /// which code path polls the device, e.g. net_rx_action after an interrupt or napi_busy_loop
 /// from a socket with SO_BUSY_POLL. Stacks are cut after --depth frames, so polls from the
-/// same path count together whatever they interrupted.
+/// same path count together whatever they interrupted; a stack whose caller was named by a
+/// deeper frame keeps the frames down to that one.
 #[derive(Debug, Parser)]
 #[command(name = TOOL, version)]
 struct Args {

@@ -57,6 +57,9 @@ pub const DEFAULT_STACK_DEPTH: u32 = 6;
 /// `bpf_trace_run`, a classic tracepoint's `perf_trace_*`), which symbolization removes.
 const TRACING_FRAMES: u32 = 4;
 
+/// Frames the BPF side walks to tell who polled; a stack keeps at least these.
+const CALLER_FRAMES: u32 = types::virtio_sizes::VIRTIO_STACK_DEPTH.0;
+
 /// The set as plans and `netprobe_check` see it.
 pub struct VirtioSet;
 
@@ -325,7 +328,7 @@ impl VirtioProbe {
             if let Some(depth) = opts.stack_depth {
                 open.maps
                     .stack_traces
-                    .set_value_size((depth + TRACING_FRAMES) * 8)
+                    .set_value_size((depth.max(CALLER_FRAMES) + TRACING_FRAMES) * 8)
                     .map_err(|source| Error::Bpf {
                         context: "size stack_traces".into(),
                         source,
@@ -545,15 +548,13 @@ impl VirtioProbe {
         let set = &mut self.set;
         for (k, count) in raw {
             let mut frames = set.stacks.frames(&mut set.symbols, k.stack_id);
-            frames.truncate(depth);
+            let caller = Caller::of(u32::from(k.caller));
+            // A stack shows at least the frame that named its caller.
+            let named = caller.named_at(&frames).map_or(0, |i| i + 1);
+            frames.truncate(depth.max(named));
             let queue = (k.queue != NO_QUEUE).then_some(u32::from(k.queue));
             *merged
-                .entry((
-                    queue,
-                    PollKind::of(u32::from(k.kind)),
-                    Caller::of(u32::from(k.caller)),
-                    frames,
-                ))
+                .entry((queue, PollKind::of(u32::from(k.kind)), caller, frames))
                 .or_default() += count;
         }
         set.stacks.end_interval(stack_errors);

@@ -106,6 +106,14 @@ impl Caller {
         }
     }
 
+    /// The index of the first frame (`function+0xoff`) that names this caller.
+    pub(super) fn named_at(self, frames: &[String]) -> Option<usize> {
+        frames.iter().position(|frame| {
+            let function = frame.split(['+', ' ']).next().unwrap_or_default();
+            self.functions().contains(&function)
+        })
+    }
+
     /// Kernel functions whose presence in a poll's stack names this caller.
     pub(super) fn functions(self) -> &'static [&'static str] {
         match self {

@@ -144,6 +144,10 @@ fn bench(reps: usize) -> Result<(), String> {
     println!("netprobe tun_ring: cost per xmit into a tap read by this process ({reps} rep(s), {WINDOW:?} windows, kernel.bpf_stats_enabled was {})", stats.previous());
     let mut rows: Vec<Row> = CONFIGS.iter().map(|c| Row::new(*c)).collect();
     let mut totals = vec![Vec::new(); CONFIGS.len()];
+    // Wall time per xmit of the flood (the sender is CPU-bound): no-tool windows, and each
+    // configuration's windows.
+    let mut bare_wall: Vec<f64> = Vec::new();
+    let mut walls = vec![Vec::new(); CONFIGS.len()];
     for (k, step) in steps.iter().enumerate() {
         let c = match step {
             Step::Baseline => None,
@@ -152,8 +156,13 @@ fn bench(reps: usize) -> Result<(), String> {
         let s = window(c, &ns, &flooder)?;
         let per = |ns: u64| ns as f64 / s.packets.max(1) as f64;
         let name = c.map_or("no tool", |c| CONFIGS[c]);
+        let wall = WINDOW.as_nanos() as f64 / s.packets.max(1) as f64;
+        match c {
+            Some(c) => walls[c].push(wall),
+            None => bare_wall.push(wall),
+        }
         eprintln!(
-            "[{:>2}/{}] {name:<22} {:>8} xmits  BPF {:>6.1} + user {:>5.1} ns/pkt",
+            "[{:>2}/{}] {name:<22} {:>8} xmits ({wall:>6.1} ns each)  BPF {:>6.1} + user {:>5.1} ns/pkt",
             k + 1,
             steps.len(),
             s.packets,
@@ -171,6 +180,15 @@ fn bench(reps: usize) -> Result<(), String> {
         }
     }
     drop(vm);
+    // What a configuration adds to the xmit's wall time, against the no-tool windows' median:
+    // it counts the cache misses the kernel's own xmit would take anyway after the program.
+    if let Some(bare) = netprobe_lab::bench::Spread::of(&bare_wall).map(|s| s.median) {
+        for (row, w) in rows.iter_mut().zip(&walls) {
+            for x in w {
+                row.sample("added_wall_ns_per_pkt", x - bare);
+            }
+        }
+    }
     let spread = |r: &Row, m: &str| r.spread(m).map_or("n/a".into(), |s| s.show());
     let mut lines = vec![
         [
@@ -179,12 +197,14 @@ fn bench(reps: usize) -> Result<(), String> {
             "BPF ns/pkt",
             "user ns/pkt",
             "total ns/pkt",
+            "added wall ns/pkt",
         ]
         .map(String::from)
         .to_vec(),
         [
             "",
             "",
+            "min / median / max",
             "min / median / max",
             "min / median / max",
             "min / median / max",
@@ -199,6 +219,7 @@ fn bench(reps: usize) -> Result<(), String> {
             spread(r, "bpf_ns_per_pkt"),
             spread(r, "user_ns_per_pkt"),
             spread(r, "total_ns_per_pkt"),
+            spread(r, "added_wall_ns_per_pkt"),
         ]);
     }
     print!("\n{}", table(&lines));
@@ -209,6 +230,15 @@ fn bench(reps: usize) -> Result<(), String> {
             t / f
         ),
         _ => println!("verdict: NO DATA"),
+    }
+    match (
+        rows[0].median("added_wall_ns_per_pkt"),
+        rows[1].median("added_wall_ns_per_pkt"),
+    ) {
+        (Some(f), Some(t)) => println!(
+            "throughput: tun_ring_monitor -i 1 adds {t:.1} ns of wall time per xmit, the floor {f:.1} (medians against no tool; informational, the verdict is on BPF + user time)"
+        ),
+        _ => println!("throughput: NO DATA"),
     }
     for r in &rows {
         println!(

@@ -93,31 +93,79 @@ static __always_inline __u32 tun_ring_distance(__u32 from, __u32 to, __u32 size,
 	return to > from ? to - from : to + size - from;
 }
 
-/* The ring's indices, and whether queue[producer] is taken. */
-static __always_inline void tun_ring_finish(struct tun_ring *r, void **queue)
+/*
+ * The pointer-sized word at @addr through a fault-safe load (bpf_rdonly_cast, 6.2+: callers
+ * check), read as list_head.next: cheaper than a probe read, and open to the variable
+ * indices that a field access like tun->tfiles[q] may not have.
+ */
+static __always_inline void *tun_load_word(void *addr)
+{
+	struct list_head *word = bpf_rdonly_cast(addr, bpf_core_type_id_kernel(struct list_head));
+
+	return word->next;
+}
+
+/* The fill, from the consumer indices. */
+static __always_inline void tun_ring_fill(struct tun_ring *r)
+{
+	r->pending = tun_ring_distance(r->consumer_head, r->producer, r->size, r->full);
+	r->unavailable = tun_ring_distance(r->consumer_tail, r->producer, r->size, r->full);
+	r->filled = 1;
+}
+
+/*
+ * Whether queue[producer] is taken; with @fill (the consumer indices were read), the fill
+ * too. Returns 1 when the ring is full and its fill is still to be read (the consumer
+ * indices sit on the reader's cache line: an xmit reads them only when sampled or full).
+ */
+static __always_inline int tun_ring_finish(struct tun_ring *r, void **queue, const int fill,
+					   const int direct)
 {
 	void *slot = 0;
 
 	if (!r->size || r->producer >= r->size) {
 		r->status = TUN_RING_BAD;
-		return;
+		return 0;
 	}
 	/* The slots from consumer_tail up to producer hold entries (read ones the consumer has
 	 * not zeroed yet, then pending ones), the others are NULL: queue[producer] can only be
 	 * taken when producer == consumer_tail. */
-	if (r->producer == r->consumer_tail &&
-	    bpf_probe_read_kernel(&slot, sizeof(slot), &queue[r->producer])) {
-		r->status = TUN_RING_BAD;
-		return;
+	if (!fill || r->producer == r->consumer_tail) {
+		if (direct)
+			slot = tun_load_word(&queue[r->producer]);
+		else if (bpf_probe_read_kernel(&slot, sizeof(slot), &queue[r->producer])) {
+			r->status = TUN_RING_BAD;
+			return 0;
+		}
 	}
 	r->full = slot != 0;
-	r->pending = tun_ring_distance(r->consumer_head, r->producer, r->size, r->full);
-	r->unavailable = tun_ring_distance(r->consumer_tail, r->producer, r->size, r->full);
+	if (fill)
+		tun_ring_fill(r);
+	return !fill && r->full;
+}
+
+/* @ring through probe reads; its fill with @fill or when it is full. */
+static __always_inline void tun_ptr_ring_read(struct ptr_ring *ring, struct tun_ring *r,
+					      const int fill)
+{
+	r->producer = BPF_CORE_READ(ring, producer);
+	if (fill) {
+		r->consumer_head = BPF_CORE_READ(ring, consumer_head);
+		r->consumer_tail = BPF_CORE_READ(ring, consumer_tail);
+	}
+	r->size = BPF_CORE_READ(ring, size);
+	r->batch = BPF_CORE_READ(ring, batch);
+	if (tun_ring_finish(r, BPF_CORE_READ(ring, queue), fill, 0)) {
+		r->consumer_head = BPF_CORE_READ(ring, consumer_head);
+		r->consumer_tail = BPF_CORE_READ(ring, consumer_tail);
+		tun_ring_fill(r);
+	}
 }
 
 /* The ring of macvtap @dev's queue @q: netdev_priv is a macvtap_dev, its tap_dev holds the
  * queues (tap_queue), each with its ptr_ring. */
-static __always_inline void macvtap_ring_read(struct net_device *dev, __u32 q, struct tun_ring *r)
+static __always_inline void macvtap_ring_read(struct net_device *dev, __u32 q, struct tun_ring *r,
+					      const int fill)
 {
 	struct macvtap_dev *m;
 	struct tap_queue *tq = 0;
@@ -137,30 +185,23 @@ static __always_inline void macvtap_ring_read(struct net_device *dev, __u32 q, s
 		r->status = TUN_RING_NO_QUEUE;
 		return;
 	}
-	ring = &tq->ring;
-	r->producer = BPF_CORE_READ(ring, producer);
-	r->consumer_head = BPF_CORE_READ(ring, consumer_head);
-	r->consumer_tail = BPF_CORE_READ(ring, consumer_tail);
-	r->size = BPF_CORE_READ(ring, size);
-	r->batch = BPF_CORE_READ(ring, batch);
-	tun_ring_finish(r, BPF_CORE_READ(ring, queue));
+	tun_ptr_ring_read(&tq->ring, r, fill);
 }
 
 /*
- * The tx ring of @dev's queue @q, as ptr_ring_produce() would find it now. With @direct (a
- * BTF @dev), bpf_rdonly_cast (6.2+) and tun built in, plain fault-safe loads; else probe reads.
+ * The tx ring of @dev's queue @q, as ptr_ring_produce() would find it now; its fill with
+ * @fill or when it is full. With @direct (a BTF @dev), bpf_rdonly_cast (6.2+) and tun built
+ * in, plain fault-safe loads; else probe reads.
  */
 static __always_inline void tun_ring_read(struct net_device *dev, __u32 q, struct tun_ring *r,
-					  const int direct)
+					  const int direct, const int fill)
 {
 	struct tun_struct *tun;
 	struct tun_file *tf = 0;
-	struct ptr_ring *ring;
-	void **queue;
 
 	__builtin_memset(r, 0, sizeof(*r));
 	if (tun_cfg.macvtap) {
-		macvtap_ring_read(dev, q, r);
+		macvtap_ring_read(dev, q, r, fill);
 		return;
 	}
 	if (!bpf_core_type_exists(struct tun_struct)) {
@@ -173,24 +214,36 @@ static __always_inline void tun_ring_read(struct net_device *dev, __u32 q, struc
 	}
 	/* bpf_rdonly_cast takes vmlinux type IDs only: tun built in, not a module. */
 	if (direct && tun_cfg.vmlinux_tun && bpf_ksym_exists(bpf_rdonly_cast)) {
+		void *tfiles = tun_netdev_priv(dev) + bpf_core_field_offset(struct tun_struct, tfiles);
+
 		tun = bpf_rdonly_cast(tun_netdev_priv(dev), bpf_core_type_id_kernel(struct tun_struct));
-		if (tun->dev != dev) {
-			r->status = TUN_RING_NOT_TUN;
-			return;
+		/* Each load is a cache line of the tun device: a device found to be a tun once
+		 * (tun_dev) is checked again, and its queues counted, at sampled xmits. */
+		if (fill || (__u64)dev != tun_dev) {
+			if (tun->dev != dev) {
+				r->status = TUN_RING_NOT_TUN;
+				return;
+			}
+			r->numqueues = tun->numqueues;
 		}
-		r->numqueues = tun->numqueues;
-		if (bpf_probe_read_kernel(&tf, sizeof(tf), &tun->tfiles[q & (TUN_MAX_QUEUES - 1)]) ||
-		    !tf) {
+		tf = tun_load_word(tfiles + (q & (TUN_MAX_QUEUES - 1)) * sizeof(tf));
+		if (!tf) {
 			r->status = TUN_RING_NO_QUEUE;
 			return;
 		}
 		tf = bpf_rdonly_cast(tf, bpf_core_type_id_kernel(struct tun_file));
 		r->producer = tf->tx_ring.producer;
-		r->consumer_head = tf->tx_ring.consumer_head;
-		r->consumer_tail = tf->tx_ring.consumer_tail;
+		if (fill) {
+			r->consumer_head = tf->tx_ring.consumer_head;
+			r->consumer_tail = tf->tx_ring.consumer_tail;
+		}
 		r->size = tf->tx_ring.size;
 		r->batch = tf->tx_ring.batch;
-		tun_ring_finish(r, tf->tx_ring.queue);
+		if (tun_ring_finish(r, tf->tx_ring.queue, fill, 1)) {
+			r->consumer_head = tf->tx_ring.consumer_head;
+			r->consumer_tail = tf->tx_ring.consumer_tail;
+			tun_ring_fill(r);
+		}
 		return;
 	}
 	tun = tun_netdev_priv(dev);
@@ -203,14 +256,7 @@ static __always_inline void tun_ring_read(struct net_device *dev, __u32 q, struc
 		r->status = TUN_RING_NO_QUEUE;
 		return;
 	}
-	ring = &tf->tx_ring;
-	r->producer = BPF_CORE_READ(ring, producer);
-	r->consumer_head = BPF_CORE_READ(ring, consumer_head);
-	r->consumer_tail = BPF_CORE_READ(ring, consumer_tail);
-	r->size = BPF_CORE_READ(ring, size);
-	r->batch = BPF_CORE_READ(ring, batch);
-	queue = BPF_CORE_READ(ring, queue);
-	tun_ring_finish(r, queue);
+	tun_ptr_ring_read(&tf->tx_ring, r, fill);
 }
 
 static __always_inline void tun_ring_stats(struct tun_queue_stats *s, const struct tun_ring *r)
@@ -226,13 +272,16 @@ static __always_inline void tun_ring_stats(struct tun_queue_stats *s, const stru
 	}
 	s->size = r->size;
 	s->batch = r->batch;
+	if (r->full)
+		s->full++;
+	if (!r->filled)
+		return;
+	s->fill_samples++;
 	s->sum_pending += r->pending;
 	if (r->pending > s->max_pending)
 		s->max_pending = r->pending;
 	if (r->unavailable > s->max_unavailable)
 		s->max_unavailable = r->unavailable;
-	if (r->full)
-		s->full++;
 }
 
 static __always_inline void tun_report(struct sk_buff *skb, const struct tun_ring *r, __u32 q,
@@ -282,8 +331,11 @@ static __always_inline void tun_enqueue(struct sk_buff *skb, struct net_device *
 	s = tun_queue(q);
 	if (!s)
 		return;
-	tun_ring_read(dev, q, &r, direct);
-	if (tun_dev != (__u64)dev)
+	/* The fill of a sample of xmits (the first of the interval, then every
+	 * TUN_FILL_SAMPLE-th per CPU), of every full one, and of every event. */
+	tun_ring_read(dev, q, &r, direct,
+		      tun_cfg.events || !s->first_ts || !(s->xmit & (TUN_FILL_SAMPLE - 1)));
+	if (tun_dev != (__u64)dev && r.status != TUN_RING_NOT_TUN)
 		tun_dev = (__u64)dev;
 	s->xmit++;
 	tun_ring_stats(s, &r);
@@ -620,7 +672,7 @@ int tun_sample(void *ctx)
 		out = bpf_map_lookup_elem(&samples, &key);
 		if (!out)
 			return 0;
-		tun_ring_read(dev, q, &r, 0);
+		tun_ring_read(dev, q, &r, 0, 1);
 		out->ring = r;
 		out->valid = r.status == TUN_RING_OK;
 		if (q == 0 && r.numqueues)

@@ -9,6 +9,7 @@ enum tun_sizes {
 	TUN_READ_RANGES = 4,   /* kernel functions whose consume_skb is a reader's read */
 	TUN_MACVLAN_WALK = 16, /* macvlans of one lower device searched for the macvtap */
 	TUN_DROP_REASONS = 8,  /* distinct drop reasons counted per queue and interval */
+	TUN_FILL_SAMPLE = 8,   /* an xmit in this many per CPU reads the fill (a power of 2) */
 };
 
 /* What the ring read found; TUN_RING_OK means the indices are valid. */
@@ -51,6 +52,8 @@ struct tun_ring {
 	__u8 full;         /* queue[producer] != NULL: ptr_ring_produce() fails now */
 	__u8 status;       /* enum tun_ring_status */
 	__u16 numqueues;
+	__u8 filled;       /* the consumer indices, pending and unavailable were read */
+	__u8 pad[3];
 };
 
 /* Per queue and CPU, one interval. */
@@ -59,7 +62,8 @@ struct tun_queue_stats {
 	__u64 full;            /* of those, found the ring full */
 	__u64 read;            /* packets a reader took (consume_skb; kernels without tun's BTF) */
 	__u64 drops;           /* kfree_skb of the tap's packets on this queue (any reason) */
-	__u64 sum_pending;     /* sum over xmits, for the mean fill */
+	__u64 sum_pending;     /* sum over the xmits that read the fill, for the mean fill ... */
+	__u64 fill_samples;    /* ... and how many did */
 	__u64 unknown_ring;    /* xmits whose ring could not be read (status != OK) */
 	__u32 max_pending;
 	__u32 max_unavailable;

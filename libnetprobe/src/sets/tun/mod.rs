@@ -46,6 +46,9 @@ unsafe impl plain::Plain for types::tun_sample {}
 
 /// Queues a tun device can have (`MAX_TAP_QUEUES`).
 pub const MAX_QUEUES: u32 = types::tun_sizes::TUN_MAX_QUEUES.0;
+/// Without events, an xmit in this many per CPU reads the ring's fill (its consumer indices,
+/// on the reader's cache line); every xmit reads whether the ring is full.
+pub const FILL_SAMPLE: u32 = types::tun_sizes::TUN_FILL_SAMPLE.0;
 /// Kernel functions whose `consume_skb` is a reader's read (the first found ones are used).
 const READ_FUNCTIONS: [&str; 4] = [
     "tun_do_read",
@@ -451,7 +454,7 @@ impl TunProbe {
             ring_status: "ok",
             ..QueueReport::default()
         };
-        let mut sum_pending = 0u64;
+        let (mut sum_pending, mut fill_samples) = (0u64, 0u64);
         let mut reasons: BTreeMap<u32, u64> = BTreeMap::new();
         for s in per_cpu {
             r.xmit += s.xmit;
@@ -460,6 +463,7 @@ impl TunProbe {
             r.drops += s.drops;
             r.unknown_ring += s.unknown_ring;
             sum_pending += s.sum_pending;
+            fill_samples += s.fill_samples;
             r.max_pending = r.max_pending.max(s.max_pending);
             r.max_unavailable = r.max_unavailable.max(s.max_unavailable);
             r.size = r.size.max(s.size);
@@ -472,9 +476,8 @@ impl TunProbe {
                 }
             }
         }
-        let known: u64 = r.xmit - r.unknown_ring;
-        r.mean_pending = if known > 0 {
-            (sum_pending as f64 / known as f64 * 10.0).round() / 10.0
+        r.mean_pending = if fill_samples > 0 {
+            (sum_pending as f64 / fill_samples as f64 * 10.0).round() / 10.0
         } else {
             0.0
         };

@@ -86,11 +86,13 @@ pub struct QueueReport {
     pub drop_reasons: Vec<ReasonCount>,
     /// Packets a reader took from the ring.
     pub read: u64,
-    /// Highest fill seen at an xmit, packets.
+    /// Highest fill seen at an xmit, packets. The fill is read at every full xmit and at a
+    /// sample of the others (the first of the interval, then 1 in
+    /// [`FILL_SAMPLE`](super::FILL_SAMPLE) per CPU).
     pub max_pending: u32,
-    /// Mean fill at the xmits, packets.
+    /// Mean fill at the sampled xmits, packets.
     pub mean_pending: f64,
-    /// Highest number of slots the producer could not use.
+    /// Highest number of slots the producer could not use (sampled as `max_pending`).
     pub max_unavailable: u32,
     /// `max_pending / size`, percent.
     pub max_fill_pct: f64,

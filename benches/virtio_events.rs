@@ -1,0 +1,181 @@
+//! What the virtio-net tools cost per event: the BPF time of each program run (a NAPI poll,
+//! an IRQ's entry or exit) of `virtnet_poll_monitor`, `virtnet_irq_monitor` and
+//! `virtnet_poll_stack_stats`, from `kernel.bpf_stats_enabled` (on for the run, restored).
+//!
+//! It needs this machine's own virtio-net NIC (the default route's device) and traffic on it:
+//! a `ping -f` flood of the default gateway, so every reply is an rx interrupt and poll and
+//! every request a tx completion. Each window of 3 s runs one tool; the table gives program
+//! runs per second and BPF ns per run, min / median / max over the repetitions. There is no
+//! floor to compare with: a poll or an IRQ is far rarer than a packet, and the number to
+//! watch is the cost of one. Run as root:
+//!
+//! ```text
+//! cargo bench --bench virtio_events               # 3 repetitions, about half a minute
+//! cargo bench --bench virtio_events -- --quick    # 1 repetition (or NETPROBE_BENCH_QUICK=1)
+//! ```
+use netprobe_lab::bench::{table, Row, XorShift};
+use netprobe_lab::cost::{BpfStatsEnabled, Progs};
+use netprobe_lab::ToolRun;
+use nix::sys::signal::Signal;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const WINDOW: Duration = Duration::from_secs(3);
+const SETTLE: Duration = Duration::from_millis(100);
+const REPS: usize = 3;
+const TOOLS: [(&str, &str); 3] = [
+    (
+        "virtnet_poll_monitor",
+        env!("CARGO_BIN_EXE_virtnet_poll_monitor"),
+    ),
+    (
+        "virtnet_irq_monitor",
+        env!("CARGO_BIN_EXE_virtnet_irq_monitor"),
+    ),
+    (
+        "virtnet_poll_stack_stats",
+        env!("CARGO_BIN_EXE_virtnet_poll_stack_stats"),
+    ),
+];
+
+/// The default route's device and gateway (`/proc/net/route`).
+fn default_route() -> Result<(String, Ipv4Addr), String> {
+    let text =
+        fs::read_to_string("/proc/net/route").map_err(|e| format!("/proc/net/route: {e}"))?;
+    text.lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let gw = u32::from_str_radix(f.get(2)?, 16).ok()?;
+            (f.get(1) == Some(&"00000000") && gw != 0)
+                .then(|| (f[0].to_string(), Ipv4Addr::from(gw.swap_bytes())))
+        })
+        .ok_or_else(|| "no default route with a gateway: the bench floods the gateway".into())
+}
+
+fn driver(dev: &str) -> String {
+    fs::read_link(format!("/sys/class/net/{dev}/device/driver"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+}
+
+fn rx_packets(dev: &str) -> u64 {
+    fs::read_to_string(format!("/sys/class/net/{dev}/statistics/rx_packets"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One window of tool `t` on `dev` while `ping -f` floods `gw`: (program runs, BPF ns, rx).
+fn window(t: usize, dev: &str, gw: Ipv4Addr) -> Result<(u64, u64, u64), String> {
+    let args = ["-d", dev, "-i", "1", "--json"];
+    let tool = ToolRun::try_start(TOOLS[t].1, &args, netprobe_lab::READY_MARKER)?;
+    let progs = Progs::of_process(tool.pid())?;
+    thread::sleep(SETTLE);
+    let (b0, rx0) = (progs.stats()?, rx_packets(dev));
+    let secs = WINDOW.as_secs().to_string();
+    let ping = Command::new("ping")
+        .args(["-f", "-q", "-s", "16", "-w", &secs, &gw.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("ping: {e} (the bench needs iputils ping)"))?;
+    let (b1, rx1) = (progs.stats()?, rx_packets(dev));
+    let out = tool.try_stop(Signal::SIGINT)?;
+    if !out.status.success() {
+        return Err(format!("{} exited with {}", TOOLS[t].0, out.status));
+    }
+    if !ping.success() && rx1 == rx0 {
+        return Err(format!(
+            "ping -f {gw} got no reply ({ping}): no traffic to measure"
+        ));
+    }
+    let d = b1.since(b0);
+    Ok((d.runs, d.run_ns, rx1.saturating_sub(rx0)))
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var("NETPROBE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "virtio_events: needs root (BPF, ping -f): sudo -E cargo bench --bench virtio_events"
+        );
+        std::process::exit(1);
+    }
+    if let Err(e) = bench(if quick { 1 } else { REPS }) {
+        eprintln!("virtio_events: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn bench(reps: usize) -> Result<(), String> {
+    let started = Instant::now();
+    let (dev, gw) = default_route()?;
+    if driver(&dev) != "virtio_net" {
+        return Err(format!(
+            "{dev} (the default route's device) is driven by '{}', not virtio_net: run the bench in a VM with a virtio-net NIC",
+            driver(&dev)
+        ));
+    }
+    let stats = BpfStatsEnabled::enable()?;
+    println!(
+        "netprobe virtio_events: BPF ns per program run on {dev}, ping -f {gw} ({reps} rep(s), {WINDOW:?} windows, kernel.bpf_stats_enabled was {})",
+        stats.previous()
+    );
+    let mut rows: Vec<Row> = TOOLS.iter().map(|(name, _)| Row::new(*name)).collect();
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let mut rng = XorShift::new(seed);
+    for rep in 0..reps {
+        let mut order: Vec<usize> = (0..TOOLS.len()).collect();
+        rng.shuffle(&mut order);
+        for t in order {
+            let (runs, ns, rx) = window(t, &dev, gw)?;
+            let per_run = ns as f64 / runs.max(1) as f64;
+            let per_s = runs as f64 / WINDOW.as_secs_f64();
+            eprintln!(
+                "[rep {}] {:<26} {runs:>7} runs ({per_s:>7.0}/s) {per_run:>7.1} ns/run  rx {rx}",
+                rep + 1,
+                TOOLS[t].0
+            );
+            let row = &mut rows[t];
+            row.runs += 1;
+            row.count("program_runs", runs);
+            row.count("rx_packets", rx);
+            row.sample("runs_per_s", per_s);
+            row.sample("bpf_ns_per_run", per_run);
+        }
+    }
+    let spread = |r: &Row, m: &str| r.spread(m).map_or("n/a".into(), |s| s.show());
+    let mut lines = vec![
+        ["tool", "runs", "program runs/s", "BPF ns/run"]
+            .map(String::from)
+            .to_vec(),
+        ["", "", "min / median / max", "min / median / max"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for r in &rows {
+        lines.push(vec![
+            r.config.clone(),
+            r.runs.to_string(),
+            spread(r, "runs_per_s"),
+            spread(r, "bpf_ns_per_run"),
+        ]);
+    }
+    print!("\n{}", table(&lines));
+    for r in &rows {
+        println!(
+            "{}",
+            serde_json::to_string(r).map_err(|e| format!("JSON: {e}"))?
+        );
+    }
+    println!("virtio_events took {:.0?}", started.elapsed());
+    Ok(())
+}

@@ -14,9 +14,10 @@
 //! cargo bench --bench virtio_events -- --quick    # 1 repetition (or NETPROBE_BENCH_QUICK=1)
 //! ```
 use netprobe_lab::bench::{table, Row, XorShift};
-use netprobe_lab::cost::{BpfStatsEnabled, Progs};
+use netprobe_lab::cost::{BpfStatsEnabled, ProgStats, Progs};
 use netprobe_lab::ToolRun;
 use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -70,13 +71,19 @@ fn rx_packets(dev: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// One window of tool `t` on `dev` while `ping -f` floods `gw`: (program runs, BPF ns, rx).
-fn window(t: usize, dev: &str, gw: Ipv4Addr) -> Result<(u64, u64, u64), String> {
+/// What one window measured: each program's counters, by name, and the packets received.
+struct Window {
+    programs: Vec<(String, ProgStats)>,
+    rx: u64,
+}
+
+/// One window of tool `t` on `dev` while `ping -f` floods `gw`.
+fn window(t: usize, dev: &str, gw: Ipv4Addr) -> Result<Window, String> {
     let args = ["-d", dev, "-i", "1", "--json"];
     let tool = ToolRun::try_start(TOOLS[t].1, &args, netprobe_lab::READY_MARKER)?;
     let progs = Progs::of_process(tool.pid())?;
     thread::sleep(SETTLE);
-    let (b0, rx0) = (progs.stats()?, rx_packets(dev));
+    let (b0, rx0) = (progs.by_name(), rx_packets(dev));
     let secs = WINDOW.as_secs().to_string();
     let ping = Command::new("ping")
         .args(["-f", "-q", "-s", "16", "-w", &secs, &gw.to_string()])
@@ -84,7 +91,7 @@ fn window(t: usize, dev: &str, gw: Ipv4Addr) -> Result<(u64, u64, u64), String> 
         .stderr(Stdio::null())
         .status()
         .map_err(|e| format!("ping: {e} (the bench needs iputils ping)"))?;
-    let (b1, rx1) = (progs.stats()?, rx_packets(dev));
+    let (b1, rx1) = (progs.by_name(), rx_packets(dev));
     let out = tool.try_stop(Signal::SIGINT)?;
     if !out.status.success() {
         return Err(format!("{} exited with {}", TOOLS[t].0, out.status));
@@ -94,8 +101,17 @@ fn window(t: usize, dev: &str, gw: Ipv4Addr) -> Result<(u64, u64, u64), String> 
             "ping -f {gw} got no reply ({ping}): no traffic to measure"
         ));
     }
-    let d = b1.since(b0);
-    Ok((d.runs, d.run_ns, rx1.saturating_sub(rx0)))
+    let programs = b1
+        .into_iter()
+        .map(|(name, now)| {
+            let before = b0.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
+            (name, now.since(before.unwrap_or_default()))
+        })
+        .collect();
+    Ok(Window {
+        programs,
+        rx: rx1.saturating_sub(rx0),
+    })
 }
 
 fn main() {
@@ -127,7 +143,8 @@ fn bench(reps: usize) -> Result<(), String> {
         "netprobe virtio_events: BPF ns per program run on {dev}, ping -f {gw} ({reps} rep(s), {WINDOW:?} windows, kernel.bpf_stats_enabled was {})",
         stats.previous()
     );
-    let mut rows: Vec<Row> = TOOLS.iter().map(|(name, _)| Row::new(*name)).collect();
+    // One row per tool and program (BPF names are cut at 15 characters), and the tool's total.
+    let mut rows: BTreeMap<(usize, String), Row> = BTreeMap::new();
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
@@ -136,41 +153,74 @@ fn bench(reps: usize) -> Result<(), String> {
         let mut order: Vec<usize> = (0..TOOLS.len()).collect();
         rng.shuffle(&mut order);
         for t in order {
-            let (runs, ns, rx) = window(t, &dev, gw)?;
-            let per_run = ns as f64 / runs.max(1) as f64;
-            let per_s = runs as f64 / WINDOW.as_secs_f64();
-            eprintln!(
-                "[rep {}] {:<26} {runs:>7} runs ({per_s:>7.0}/s) {per_run:>7.1} ns/run  rx {rx}",
-                rep + 1,
-                TOOLS[t].0
-            );
-            let row = &mut rows[t];
-            row.runs += 1;
-            row.count("program_runs", runs);
-            row.count("rx_packets", rx);
-            row.sample("runs_per_s", per_s);
-            row.sample("bpf_ns_per_run", per_run);
+            let w = window(t, &dev, gw)?;
+            let total = w
+                .programs
+                .iter()
+                .fold(ProgStats::default(), |a, (_, s)| ProgStats {
+                    run_ns: a.run_ns + s.run_ns,
+                    runs: a.runs + s.runs,
+                    recursion_misses: a.recursion_misses + s.recursion_misses,
+                });
+            let mut lines: Vec<(String, ProgStats)> = w.programs;
+            lines.push(("(all, per second of CPU)".into(), total));
+            for (program, st) in lines {
+                let per_run = st.run_ns as f64 / st.runs.max(1) as f64;
+                let per_s = st.runs as f64 / WINDOW.as_secs_f64();
+                eprintln!(
+                    "[rep {}] {:<26} {program:<26} {:>7} runs ({per_s:>7.0}/s) {per_run:>7.1} ns/run  rx {}",
+                    rep + 1,
+                    TOOLS[t].0,
+                    st.runs,
+                    w.rx
+                );
+                let row = rows
+                    .entry((t, program.clone()))
+                    .or_insert_with(|| Row::new(format!("{} {program}", TOOLS[t].0)));
+                row.runs += 1;
+                row.count("program_runs", st.runs);
+                row.count("rx_packets", w.rx);
+                row.sample("runs_per_s", per_s);
+                row.sample("bpf_ns_per_run", per_run);
+                row.sample(
+                    "bpf_ms_per_s",
+                    st.run_ns as f64 / 1e6 / WINDOW.as_secs_f64(),
+                );
+            }
         }
     }
     let spread = |r: &Row, m: &str| r.spread(m).map_or("n/a".into(), |s| s.show());
     let mut lines = vec![
-        ["tool", "runs", "program runs/s", "BPF ns/run"]
-            .map(String::from)
-            .to_vec(),
-        ["", "", "min / median / max", "min / median / max"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "tool and program",
+            "runs",
+            "program runs/s",
+            "BPF ns/run",
+            "BPF ms per s",
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "",
+            "",
+            "min / median / max",
+            "min / median / max",
+            "min / median / max",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
-    for r in &rows {
+    for r in rows.values() {
         lines.push(vec![
             r.config.clone(),
             r.runs.to_string(),
             spread(r, "runs_per_s"),
             spread(r, "bpf_ns_per_run"),
+            spread(r, "bpf_ms_per_s"),
         ]);
     }
     print!("\n{}", table(&lines));
-    for r in &rows {
+    for r in rows.values() {
         println!(
             "{}",
             serde_json::to_string(r).map_err(|e| format!("JSON: {e}"))?

@@ -92,12 +92,91 @@ struct {
 	__type(value, __u64[VIRTIO_STACK_DEPTH]);
 } stack_buf SEC(".maps");
 
-/* Who runs this poll: the first frame of the stack inside a caller range decides. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct virtio_softirq);
+} softirq SEC(".maps");
+
+/* Is the current task a kernel thread whose name starts with @prefix (@len bytes)? */
+static __always_inline int virtio_kthread_named(const char *prefix, int len)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	char comm[16];
+
+	if (!(BPF_CORE_READ(t, flags) & 0x00200000 /* PF_KTHREAD */))
+		return 0;
+	bpf_get_current_comm(comm, sizeof(comm));
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		if (i >= len)
+			break;
+		if (comm[i] != prefix[i])
+			return 0;
+	}
+	return 1;
+}
+
+/* NET_RX_SOFTIRQ: the kernel's softirq vectors are an anonymous enum, fixed since 2.6. */
+#define VIRTIO_NET_RX_SOFTIRQ 3
+
+/* A NET_RX softirq begins on this CPU (softirqs do not nest): who runs it, where the context
+ * says so for certain (ksoftirqd; an IRQ's exit when it interrupted the idle task). */
+static __always_inline void virtio_softirq_entry(unsigned int vec)
+{
+	__u32 zero = 0;
+	struct virtio_softirq *s;
+
+	if (vec != VIRTIO_NET_RX_SOFTIRQ || !(s = bpf_map_lookup_elem(&softirq, &zero)))
+		return;
+	s->active = 1;
+	if (virtio_kthread_named("ksoftirqd/", 10))
+		s->by = VIRTIO_BY_KSOFTIRQD;
+	else if ((__u32)bpf_get_current_pid_tgid() == 0)
+		s->by = VIRTIO_BY_IRQ;
+	else
+		s->by = VIRTIO_CALLERS;
+}
+
+static __always_inline void virtio_softirq_exit(unsigned int vec)
+{
+	__u32 zero = 0;
+	struct virtio_softirq *s;
+
+	if (vec == VIRTIO_NET_RX_SOFTIRQ && (s = bpf_map_lookup_elem(&softirq, &zero)))
+		s->active = 0;
+}
+
+/*
+ * Who runs this poll, from the CPU's context where that is certain (a stack walk costs
+ * microseconds): outside the NET_RX softirq, a threaded-NAPI kthread or else a busy poll;
+ * inside it, what its entry found. VIRTIO_CALLERS: the stack must tell (a softirq in a task:
+ * an IRQ's exit or local_bh_enable).
+ */
+static __always_inline __u32 virtio_caller_by_context(void)
+{
+	__u32 zero = 0;
+	struct virtio_softirq *s;
+
+	if (!virtio_cfg.softirq_seen || !(s = bpf_map_lookup_elem(&softirq, &zero)))
+		return VIRTIO_CALLERS;
+	if (s->active)
+		return s->by;
+	return virtio_kthread_named("napi/", 5) ? VIRTIO_BY_THREADED : VIRTIO_BY_BUSY_POLL;
+}
+
+/* Who runs this poll: its context, else the first frame of the stack inside a caller range. */
 static __always_inline __u32 virtio_caller_of(void *ctx, struct np_stats *st)
 {
-	__u32 zero = 0, by = VIRTIO_BY_OTHER;
-	__u64 *ips = bpf_map_lookup_elem(&stack_buf, &zero);
+	__u32 zero = 0, by = virtio_caller_by_context();
+	__u64 *ips;
 	long n;
+
+	if (by != VIRTIO_CALLERS)
+		return by;
+	by = VIRTIO_BY_OTHER;
+	ips = bpf_map_lookup_elem(&stack_buf, &zero);
 
 	if (!ips)
 		return by;
@@ -371,6 +450,20 @@ int BPF_PROG(virtio_irq_exit_btf, int irq, struct irqaction *action, int ret)
 	return 0;
 }
 
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(virtio_si_entry_btf, unsigned int vec)
+{
+	virtio_softirq_entry(vec);
+	return 0;
+}
+
+SEC("tp_btf/softirq_exit")
+int BPF_PROG(virtio_si_exit_btf, unsigned int vec)
+{
+	virtio_softirq_exit(vec);
+	return 0;
+}
+
 /* ---- classic tracepoints ---- */
 
 SEC("tracepoint/napi/napi_poll")
@@ -391,6 +484,20 @@ SEC("tracepoint/irq/irq_handler_exit")
 int virtio_irq_exit_tp(struct trace_event_raw_irq_handler_exit *args)
 {
 	virtio_irq_exit(args->irq, args->ret);
+	return 0;
+}
+
+SEC("tracepoint/irq/softirq_entry")
+int virtio_si_entry_tp(struct trace_event_raw_softirq *args)
+{
+	virtio_softirq_entry(args->vec);
+	return 0;
+}
+
+SEC("tracepoint/irq/softirq_exit")
+int virtio_si_exit_tp(struct trace_event_raw_softirq *args)
+{
+	virtio_softirq_exit(args->vec);
 	return 0;
 }
 

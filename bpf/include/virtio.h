@@ -50,7 +50,13 @@ struct virtio_config {
 	__u8 has_queue;
 	__u8 polls;            /* count polls per queue, kind and caller */
 	__u8 stacks;           /* count polls per stack */
-	__u8 pad;
+	__u8 softirq_seen;     /* softirq entry/exit are attached: virtio_softirq is kept */
+};
+
+/* This CPU's NET_RX softirq, per CPU. */
+struct virtio_softirq {
+	__u8 active; /* between softirq_entry and softirq_exit of NET_RX */
+	__u8 by;     /* enum virtio_caller, VIRTIO_CALLERS: the stack must tell */
 };
 
 /* Polls of one queue and kind, per CPU, one interval. */

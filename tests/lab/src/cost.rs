@@ -159,6 +159,26 @@ impl Progs {
     }
 }
 
+impl Progs {
+    /// Current counters of each program, by its name (programs of one name summed), sorted by
+    /// name.
+    pub fn by_name(&self) -> Vec<(String, ProgStats)> {
+        let mut out: std::collections::BTreeMap<String, ProgStats> = Default::default();
+        for info in libbpf_rs::query::ProgInfoIter::default() {
+            if !self.progs.iter().any(|(id, _)| *id == info.id) {
+                continue;
+            }
+            let s = out
+                .entry(info.name.to_string_lossy().into_owned())
+                .or_default();
+            s.run_ns += info.run_time_ns;
+            s.runs += info.run_cnt;
+            s.recursion_misses += info.recursion_misses;
+        }
+        out.into_iter().collect()
+    }
+}
+
 fn read_fdinfo(fd: &OwnedFd) -> Result<String, String> {
     let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
     fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))

@@ -66,6 +66,10 @@ pub struct VirtioSet;
 const POINT_POLL: &str = "napi poll";
 const POINT_IRQ_ENTRY: &str = "irq entry";
 const POINT_IRQ_EXIT: &str = "irq exit";
+const POINT_SOFTIRQ_ENTRY: &str = "softirq entry";
+const POINT_SOFTIRQ_EXIT: &str = "softirq exit";
+/// Points that tell who polled without a stack walk.
+const SOFTIRQ_POINTS: [&str; 2] = [POINT_SOFTIRQ_ENTRY, POINT_SOFTIRQ_EXIT];
 
 impl ProbeSet for VirtioSet {
     const NAME: &'static str = "virtio";
@@ -94,6 +98,18 @@ impl ProbeSet for VirtioSet {
                 "virtio_irq_exit_btf",
                 "irq/irq_handler_exit",
                 "virtio_irq_exit_tp",
+            ),
+            ProbePoint::tracepoint(
+                POINT_SOFTIRQ_ENTRY,
+                "virtio_si_entry_btf",
+                "irq/softirq_entry",
+                "virtio_si_entry_tp",
+            ),
+            ProbePoint::tracepoint(
+                POINT_SOFTIRQ_EXIT,
+                "virtio_si_exit_btf",
+                "irq/softirq_exit",
+                "virtio_si_exit_tp",
             ),
         ]
     }
@@ -278,7 +294,7 @@ impl VirtioProbe {
         let points: Vec<ProbePoint> = VirtioSet::probe_points()
             .into_iter()
             .filter(|p| {
-                if p.name == POINT_POLL {
+                if p.name == POINT_POLL || SOFTIRQ_POINTS.contains(&p.name) {
                     wants_polls
                 } else {
                     opts.irqs.is_some()
@@ -286,6 +302,7 @@ impl VirtioProbe {
             })
             .collect();
         let plan = Plan::choose(&points, &env.features, &env.btf, env.tracefs.as_deref());
+        let softirq_seen = SOFTIRQ_POINTS.iter().all(|p| plan.chosen_for(p).is_some());
         let fns: Vec<&str> = Caller::ALL
             .iter()
             .flat_map(|c| c.functions().iter().copied())
@@ -360,6 +377,7 @@ impl VirtioProbe {
             }
             cfg.polls = u8::from(opts.polls);
             cfg.stacks = u8::from(opts.stack_depth.is_some());
+            cfg.softirq_seen = u8::from(softirq_seen);
             Ok(())
         })?;
         for (slot, v) in vectors.iter().enumerate() {

@@ -49,6 +49,15 @@ pub const MAX_QUEUES: u32 = types::tun_sizes::TUN_MAX_QUEUES.0;
 /// Without events, an xmit in this many per CPU reads the ring's fill (its consumer indices,
 /// on the reader's cache line); every xmit reads whether the ring is full.
 pub const FILL_SAMPLE: u32 = types::tun_sizes::TUN_FILL_SAMPLE.0;
+/// Packets read between two ring samples: the fill `before`, plus the packets `produced`,
+/// minus the fill `now` and what earlier intervals came out below zero by (`owed`). Returns
+/// the reads and what is still owed.
+fn reads_between(before: u32, produced: u64, now: u32, owed: u64) -> (u64, u64) {
+    let gained = u64::from(before) + produced;
+    let lost = u64::from(now) + owed;
+    (gained.saturating_sub(lost), lost.saturating_sub(gained))
+}
+
 /// Kernel functions whose `consume_skb` is a reader's read (the first found ones are used).
 const READ_FUNCTIONS: [&str; 4] = [
     "tun_do_read",
@@ -211,6 +220,10 @@ pub struct TunProbe {
     ring_readable: bool,
     /// Each queue's fill (and ring size) at the last sample.
     fill: BTreeMap<u32, (u32, u32)>,
+    /// Per queue, reads an interval came out below zero by (a packet produced between the
+    /// ring sample and the flip counts in one interval's xmits and the next one's fill): the
+    /// next intervals pay it back, so the reads add up over a run.
+    owed: BTreeMap<u32, u64>,
 }
 
 impl TunProbe {
@@ -322,6 +335,7 @@ impl TunProbe {
             clock: WallClock::new(),
             ring_readable,
             fill: BTreeMap::new(),
+            owed: BTreeMap::new(),
         })
     }
 
@@ -332,6 +346,15 @@ impl TunProbe {
 
     /// Ends the interval: the per-queue counts since the previous call.
     pub fn drain_queues(&mut self) -> Result<TunReport> {
+        // The rings first, then the flip: a packet produced between the two counts in this
+        // interval's xmits and not in its fill, and the next interval makes up for it. The
+        // other order left the grace period in between, and a burst in it was counted in the
+        // next interval's xmits and in this fill, twice where this interval had none.
+        let now = if self.ring_readable {
+            self.sample_rings()?
+        } else {
+            BTreeMap::new()
+        };
         let bss = self
             .set
             .skel
@@ -340,11 +363,6 @@ impl TunProbe {
             .as_deref_mut()
             .ok_or_else(|| Error::MissingMap(".bss".into()))?;
         let gen = kit::flip_generation(&mut bss.tun_gen);
-        let now = if self.ring_readable {
-            self.sample_rings()?
-        } else {
-            BTreeMap::new()
-        };
         let base = (gen & 1) as u32 * MAX_QUEUES;
         let raw: Vec<(u32, Vec<types::tun_queue_stats>)> =
             kit::take_percpu(&self.set.skel.maps.queues, base..base + MAX_QUEUES)?;
@@ -357,16 +375,14 @@ impl TunProbe {
                 stats.insert(*q, Vec::new());
             }
         }
-        let queues = stats
-            .iter()
-            .map(|(&q, per_cpu)| {
-                let mut r = self.queue_report(q, per_cpu);
-                if self.ring_readable {
-                    self.reads_from_fill(&mut r, per_cpu, now.get(&q).copied());
-                }
-                r
-            })
-            .collect();
+        let mut queues = Vec::with_capacity(stats.len());
+        for (&q, per_cpu) in &stats {
+            let mut r = self.queue_report(q, per_cpu);
+            if self.ring_readable {
+                self.reads_from_fill(&mut r, per_cpu, now.get(&q).copied());
+            }
+            queues.push(r);
+        }
         for (q, f) in now {
             self.fill.insert(q, f);
         }
@@ -425,7 +441,7 @@ impl TunProbe {
     /// xmit found), plus the packets produced (xmits that did not find the ring full), minus the
     /// fill now.
     fn reads_from_fill(
-        &self,
+        &mut self,
         r: &mut QueueReport,
         per_cpu: &[types::tun_queue_stats],
         now: Option<(u32, u32)>,
@@ -445,7 +461,12 @@ impl TunProbe {
             return;
         };
         let produced = (r.xmit - r.unknown_ring).saturating_sub(r.full);
-        r.read = (u64::from(before) + produced).saturating_sub(u64::from(fill_now));
+        let owed = self.owed.remove(&r.queue).unwrap_or(0);
+        let (read, still_owed) = reads_between(before, produced, fill_now, owed);
+        r.read = read;
+        if still_owed > 0 {
+            self.owed.insert(r.queue, still_owed);
+        }
     }
 
     fn queue_report(&self, queue: u32, per_cpu: &[types::tun_queue_stats]) -> QueueReport {
@@ -580,5 +601,23 @@ impl EventSource for TunProbe {
 
     fn netns(&self) -> Option<&Netns> {
         self.opts.netns.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reads_between;
+
+    #[test]
+    fn reads_add_up_when_a_burst_straddles_the_sample_and_the_flip() {
+        // 5 packets produced after the sample, counted in the ending interval's xmits:
+        // it reports 5 reads too many, the next one 5 too few (owed), the third pays back.
+        assert_eq!(reads_between(0, 5, 0, 0), (5, 0));
+        assert_eq!(reads_between(0, 10, 15, 0), (0, 5));
+        assert_eq!(reads_between(15, 0, 0, 5), (10, 0));
+        // Nothing owed: the plain difference.
+        assert_eq!(reads_between(3, 7, 4, 0), (6, 0));
+        // A debt larger than one interval's reads carries on.
+        assert_eq!(reads_between(2, 1, 0, 5), (0, 2));
     }
 }

@@ -15,7 +15,7 @@
 //! cargo bench --bench tun_ring               # 3 repetitions, about a minute
 //! cargo bench --bench tun_ring -- --quick    # 1 repetition (or NETPROBE_BENCH_QUICK=1)
 //! ```
-use netprobe_lab::bench::{schedule, table, Row, Step, XorShift};
+use netprobe_lab::bench::{quick_requested, schedule, spread_header, table, Row, Step, XorShift};
 use netprobe_lab::cost::{process_cpu_ns, BpfStatsEnabled, ProgStats, Progs};
 use netprobe_lab::flood::Flooder;
 use netprobe_lab::latency::{mac_string, TapVm, VM_MAC};
@@ -90,8 +90,7 @@ fn window(c: Option<usize>, ns: &str, flooder: &Flooder) -> Result<Sample, Strin
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick")
-        || std::env::var("NETPROBE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = quick_requested();
     if !nix::unistd::geteuid().is_root() {
         eprintln!("tun_ring: needs root (namespaces, BPF): sudo -E cargo bench --bench tun_ring");
         std::process::exit(1);
@@ -190,28 +189,17 @@ fn bench(reps: usize) -> Result<(), String> {
         }
     }
     let spread = |r: &Row, m: &str| r.spread(m).map_or("n/a".into(), |s| s.show());
-    let mut lines = vec![
-        [
+    let mut lines = spread_header(
+        &[
             "configuration",
             "runs",
             "BPF ns/pkt",
             "user ns/pkt",
             "total ns/pkt",
             "added wall ns/pkt",
-        ]
-        .map(String::from)
-        .to_vec(),
-        [
-            "",
-            "",
-            "min / median / max",
-            "min / median / max",
-            "min / median / max",
-            "min / median / max",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+        ],
+        2,
+    );
     for r in &rows {
         lines.push(vec![
             r.config.clone(),

@@ -13,7 +13,7 @@
 //! cargo bench --bench virtio_events               # 3 repetitions, about half a minute
 //! cargo bench --bench virtio_events -- --quick    # 1 repetition (or NETPROBE_BENCH_QUICK=1)
 //! ```
-use netprobe_lab::bench::{table, Row, XorShift};
+use netprobe_lab::bench::{quick_requested, spread_header, table, Row, XorShift};
 use netprobe_lab::cost::{BpfStatsEnabled, ProgStats, Progs};
 use netprobe_lab::ToolRun;
 use nix::sys::signal::Signal;
@@ -55,13 +55,6 @@ fn default_route() -> Result<(String, Ipv4Addr), String> {
                 .then(|| (f[0].to_string(), Ipv4Addr::from(gw.swap_bytes())))
         })
         .ok_or_else(|| "no default route with a gateway: the bench floods the gateway".into())
-}
-
-fn driver(dev: &str) -> String {
-    fs::read_link(format!("/sys/class/net/{dev}/device/driver"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default()
 }
 
 fn rx_packets(dev: &str) -> u64 {
@@ -115,8 +108,7 @@ fn window(t: usize, dev: &str, gw: Ipv4Addr) -> Result<Window, String> {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick")
-        || std::env::var("NETPROBE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = quick_requested();
     if !nix::unistd::geteuid().is_root() {
         eprintln!(
             "virtio_events: needs root (BPF, ping -f): sudo -E cargo bench --bench virtio_events"
@@ -132,10 +124,13 @@ fn main() {
 fn bench(reps: usize) -> Result<(), String> {
     let started = Instant::now();
     let (dev, gw) = default_route()?;
-    if driver(&dev) != "virtio_net" {
+    let driver = libnetprobe::kernel::netns::Netns::current()
+        .and_then(|ns| ns.driver(&dev))
+        .map_err(|e| format!("{dev}: {e}"))?
+        .unwrap_or_default();
+    if driver != "virtio_net" {
         return Err(format!(
-            "{dev} (the default route's device) is driven by '{}', not virtio_net: run the bench in a VM with a virtio-net NIC",
-            driver(&dev)
+            "{dev} (the default route's device) is driven by '{driver}', not virtio_net: run the bench in a VM with a virtio-net NIC"
         ));
     }
     let stats = BpfStatsEnabled::enable()?;
@@ -190,26 +185,16 @@ fn bench(reps: usize) -> Result<(), String> {
         }
     }
     let spread = |r: &Row, m: &str| r.spread(m).map_or("n/a".into(), |s| s.show());
-    let mut lines = vec![
-        [
+    let mut lines = spread_header(
+        &[
             "tool and program",
             "runs",
             "program runs/s",
             "BPF ns/run",
             "BPF ms per s",
-        ]
-        .map(String::from)
-        .to_vec(),
-        [
-            "",
-            "",
-            "min / median / max",
-            "min / median / max",
-            "min / median / max",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+        ],
+        2,
+    );
     for r in rows.values() {
         lines.push(vec![
             r.config.clone(),

@@ -215,6 +215,28 @@ impl Spread {
     }
 }
 
+/// The two header lines of a [`table`]: the column names, then `min / median / max` under
+/// every column from `first_spread` on.
+pub fn spread_header(columns: &[&str], first_spread: usize) -> Vec<Vec<String>> {
+    let under = (0..columns.len())
+        .map(|i| {
+            if i < first_spread {
+                String::new()
+            } else {
+                "min / median / max".to_string()
+            }
+        })
+        .collect();
+    vec![columns.iter().map(|c| c.to_string()).collect(), under]
+}
+
+/// Whether a bench was asked for one repetition: `--quick` or `NETPROBE_BENCH_QUICK` set
+/// (not empty, not `0`).
+pub fn quick_requested() -> bool {
+    std::env::args().any(|a| a == "--quick")
+        || std::env::var("NETPROBE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
 /// A text table: `lines[0..header]` are headers, the first column is left-aligned and the
 /// others right-aligned, every column as wide as its widest cell.
 pub fn table(lines: &[Vec<String>]) -> String {

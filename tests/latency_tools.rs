@@ -183,11 +183,15 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     // path from the dequeue to the peer's receive (microseconds; more in the TCG guests of
     // the VM tier). This holds however late the shaper's timer fires: in TCG guests of a
     // loaded host it fired 5-15 ms late per packet, which no shaper model predicts.
-    let slack = if std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm") {
-        10_000_000
+    // A single packet's path can stall far longer in a TCG guest whose vCPU thread the host
+    // preempted (14 ms seen in CI), so that bound is loose there and the median is tight.
+    let vm = std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm");
+    let (slack, median_slack) = if vm {
+        (60_000_000, 5_000_000)
     } else {
-        2_000_000
+        (2_000_000, 1_000_000)
     };
+    let mut paths = Vec::new();
     for (i, (e, (s, a))) in evs.iter().zip(sent.iter().zip(&arrivals)).enumerate() {
         assert_eq!(a.seq, i as u32, "datagram {i} lost: {arrivals:?}");
         let queued = stage(e, "phy_queue").unwrap()["ts_ns"].as_u64().unwrap();
@@ -203,7 +207,13 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
             "packet {i}: dequeued at {dequeued} ns, received at {} ns",
             a.kernel_ns
         );
+        paths.push(a.kernel_ns - dequeued);
     }
+    paths.sort_unstable();
+    assert!(
+        paths[K / 2] < median_slack,
+        "from the dequeue to the peer's receive (ns, sorted): {paths:?}"
+    );
     // And the shaper did hold them: it starts with a full bucket when packet 0 arrives, and
     // packet i cannot leave before its computed departure (less 2 ms for timer slack); a
     // late shaper only adds.
@@ -223,10 +233,11 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
             *got > want - 0.002,
             "packet {i}: sojourn {got:.5} s, expected at least {want:.5} s"
         );
-        // Where the shaper held a packet for long, that is most of its whole path.
+        // Where the shaper held a packet for long, that is most of its whole path (less a
+        // stall of the rest of it).
         if *want > 0.02 {
             assert!(
-                got / totals[i] > 0.8,
+                got / totals[i] > 0.8 || totals[i] - got < slack as f64 / 1e9,
                 "packet {i}: {got} s of {} s",
                 totals[i]
             );
@@ -304,16 +315,41 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
         0,
         "the last packet leaves an empty qdisc: {qlens:?}"
     );
-    // The first packets pass on the bucket's tokens (how many depends on the sender's speed);
-    // once the queue peaks, each packet leaves one fewer behind.
-    let peak = (0..K)
-        .max_by_key(|&i| (qlens[i], std::cmp::Reverse(i)))
-        .unwrap();
-    assert!(
-        peak <= 3 && qlens[peak] >= (K as u64) / 2,
-        "the burst queued behind the first packets: {qlens:?}"
+    // Each qlen against the queue the other tool's times give: the packets enqueued before
+    // that dequeue and not yet dequeued. How long it grows depends on the sender's speed
+    // against the shaper's (a sender preempted mid-burst lets it shrink and grow again). One
+    // packet may be between net_dev_queue (the enqueue time taken) and the qdisc.
+    let by_id = |e: &Value| e["ip_id"].as_u64().unwrap();
+    let mut times: Vec<(u64, u64, u64)> = evs
+        .iter()
+        .map(|e| {
+            let ts = |name| stage(e, name).unwrap()["ts_ns"].as_u64().unwrap();
+            (ts("phy_qdisc_dequeue"), ts("phy_queue"), by_id(e))
+        })
+        .collect();
+    times.sort_unstable();
+    let queue: Vec<u64> = times
+        .iter()
+        .enumerate()
+        .map(|(i, &(dequeued, _, _))| {
+            let before = times.iter().filter(|t| t.1 < dequeued).count();
+            (before - (i + 1)) as u64
+        })
+        .collect();
+    let order: Vec<u64> = qe.iter().map(by_id).collect();
+    let expected_order: Vec<u64> = times.iter().map(|t| t.2).collect();
+    assert_eq!(
+        order, expected_order,
+        "both tools saw the same dequeue order"
     );
-    assert!(qlens[peak..].windows(2).all(|w| w[0] >= w[1]), "{qlens:?}");
+    assert!(
+        qlens.iter().zip(&queue).all(|(&q, &t)| q.abs_diff(t) <= 1),
+        "qlens {qlens:?}, the queue from the enqueue and dequeue times {queue:?}"
+    );
+    assert!(
+        queue.iter().max().unwrap() >= &(K as u64 / 4),
+        "the burst queued: {queue:?}"
+    );
 
     let out = metrics.stop(Signal::SIGINT);
     assert!(out.status.success(), "{:?}", out.stderr);

@@ -56,6 +56,10 @@ pub mod skel {
     pub mod tun {
         include!(concat!(env!("OUT_DIR"), "/tun.skel.rs"));
     }
+    /// The vhost probe set's BPF object (vhost-net virtqueues).
+    pub mod vhost {
+        include!(concat!(env!("OUT_DIR"), "/vhost.skel.rs"));
+    }
     /// The kit's shared types (`bpf/kit.bpf.c`: stats, kit config, boundary enums).
     pub mod kit {
         include!(concat!(env!("OUT_DIR"), "/kit.skel.rs"));

@@ -11,6 +11,7 @@ pub mod kvm;
 pub mod latency;
 pub mod table;
 pub mod tun;
+pub mod vhost;
 pub mod virtio;
 pub use table::Table;
 

@@ -5,6 +5,7 @@ pub mod flow;
 pub mod kvm;
 pub mod latency;
 pub mod tun;
+pub mod vhost;
 pub mod virtio;
 
 use crate::kit::set::SetInfo;
@@ -17,5 +18,6 @@ pub fn all() -> Vec<SetInfo> {
         SetInfo::of::<tun::TunSet>(),
         SetInfo::of::<kvm::KvmSet>(),
         SetInfo::of::<virtio::VirtioSet>(),
+        SetInfo::of::<vhost::VhostSet>(),
     ]
 }

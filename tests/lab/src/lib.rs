@@ -22,6 +22,7 @@ pub mod ovs;
 pub mod stamped;
 pub use drops::{rx_stat64, Drops, Expect, UNKNOWN_ETHERTYPE};
 pub mod testkit;
+pub mod vhost;
 pub mod virtio;
 
 use std::ffi::CString;

@@ -239,7 +239,7 @@ pub struct KvmReport {
 type EntryKey = (u32, u32, String, Option<u32>, Option<u8>, IrqPath);
 
 /// The VM a legacy vhost kthread works for: `vhost-<pid>`.
-fn vhost_owner(comm: &str) -> Option<u32> {
+pub(crate) fn vhost_owner(comm: &str) -> Option<u32> {
     comm.strip_prefix("vhost-")?.parse().ok()
 }
 

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* vhost probe set: structs and enums that cross the BPF/Rust boundary. */
+#pragma once
+
+#include "np_types.h"
+
+/* Which queue of a vhost-net device a virtqueue is (from its handle_kick). */
+enum vhost_role {
+	VHOST_ROLE_UNKNOWN = 0,
+	VHOST_ROLE_RX = 1, /* toward the guest: the tap's packets into guest buffers */
+	VHOST_ROLE_TX = 2, /* from the guest: guest buffers out through the tap */
+};
+
+struct vhost_config {
+	__u64 rx_kick;  /* handle_rx_kick: vq->handle_kick of an RX virtqueue (kallsyms) */
+	__u64 tx_kick;  /* handle_tx_kick */
+	__u32 tgid;     /* with has_tgid: only the virtqueues of this VMM (thread group) */
+	__u8 has_tgid;
+	__u8 pad[3];
+};
+
+/* A virtqueue's state as vhost_add_used_and_signal_n found it (before it adds the used
+ * buffers), and the guest's side of its notification suppression. */
+struct vhost_vq_state {
+	__u32 num;               /* ring size */
+	__u16 last_avail_idx;    /* next avail entry vhost takes */
+	__u16 avail_idx;         /* the guest's avail->idx as vhost last read it */
+	__u16 last_used_idx;     /* next used entry vhost writes */
+	__u16 signalled_used;    /* used index at the last signal (EVENT_IDX) */
+	__u8 signalled_used_valid;
+	__u8 event_idx;          /* VIRTIO_RING_F_EVENT_IDX negotiated */
+	__u8 guest_read;         /* avail_flags and used_event were read from the VMM's memory */
+	__u8 pad;
+	__u16 avail_flags;       /* guest avail->flags (VRING_AVAIL_F_NO_INTERRUPT = 1) */
+	__u16 used_event;        /* guest avail->ring[num]: signal when used passes it */
+};
+
+/* Per virtqueue, one interval (drained). */
+struct vhost_vq_stats {
+	__u64 signal_calls;      /* vhost_add_used_and_signal_n calls */
+	__u64 used;              /* buffers they marked used (sum of count) */
+	__u64 signals;           /* of the call eventfd: eventfd_signal(_mask) with its context */
+	__u64 handle;            /* handle_rx / handle_tx runs (the worker served the queue) */
+	__u32 max_pending;       /* most avail entries not yet taken (avail_idx - last_avail_idx) */
+	__u32 empty_calls;       /* calls that found no avail entry left (avail_idx == last_avail_idx) */
+	__u32 no_interrupt;      /* calls that found the guest's VRING_AVAIL_F_NO_INTERRUPT set */
+	__u32 pad;
+};
+
+/* What a virtqueue is and its last state (kept across intervals). */
+struct vhost_vq_info {
+	__u64 call_ctx;          /* the call eventfd's eventfd_ctx */
+	__u64 sock;              /* the backend socket (vq->private_data) */
+	__u64 dev;               /* the vhost_dev */
+	__u32 tgid;              /* the worker's thread group: the VMM on 6.4+, else the kthread */
+	__u32 tid;               /* the worker thread */
+	char comm[16];           /* the worker's comm (vhost-<VMM pid>) */
+	__u32 role;              /* enum vhost_role */
+	__u32 pad;
+	struct vhost_vq_state last;
+};
+
+/* Per backend socket (a tap queue), one interval: the worker's reads and writes. */
+struct vhost_sock_stats {
+	__u64 recvmsg;           /* tun_recvmsg: packets vhost took from the tap's ring */
+	__u64 sendmsg;           /* tun_sendmsg: batches vhost handed to the tap */
+	__u32 ifindex;           /* the tap */
+	__u32 netns;             /* its namespace's inode number */
+	__u16 queue;             /* the tap queue (tun_file.queue_index) */
+	__u16 pad[3];
+	char ifname[16];
+};

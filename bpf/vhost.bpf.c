@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * vhost probe set: what a vhost-net worker does for each virtqueue, from fentry or kprobes on
+ * the vhost, vhost_net and tun modules (none of it has tracepoints).
+ *
+ * - vhost_add_used_and_signal_n(dev, vq, heads, count): buffers marked used, the queue's state
+ *   before they are (indices, EVENT_IDX), the guest's notification suppression read from the
+ *   VMM's memory (the worker runs with its mm), and the call eventfd it may signal;
+ * - eventfd_signal_mask / eventfd_signal(ctx): a signal of a known call eventfd, counted for
+ *   its virtqueue (vhost_signal and vhost_notify are inlined, never hooked);
+ * - handle_rx / handle_tx(net): the worker serving a queue pair's RX or TX virtqueue;
+ * - tun_recvmsg / tun_sendmsg(sock): the worker's reads and writes of a tap queue; the socket
+ *   is the virtqueue's private_data, so user space joins the two.
+ *
+ * The vhost structs are in the vhost and vhost_net modules' BTF only (not vmlinux), so they are
+ * declared here with preserve_access_index and relocated against the module BTF at load.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "np_common.h"
+#include "vhost.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile struct vhost_config vhost_cfg = {};
+
+NP_EXPORT_ENUM(vhost_role);
+
+#define VIRTIO_RING_F_EVENT_IDX 29
+
+struct vhost_vring_call {
+	struct eventfd_ctx *ctx;
+} __attribute__((preserve_access_index));
+
+struct vhost_virtqueue {
+	void *dev;
+	unsigned int num;
+	void *avail;
+	struct vhost_vring_call call_ctx;
+	void *handle_kick;
+	void *private_data;
+	u16 last_avail_idx;
+	u16 avail_idx;
+	u16 last_used_idx;
+	u16 signalled_used;
+	bool signalled_used_valid;
+	u64 acked_features;
+} __attribute__((preserve_access_index));
+
+/* Before 5.8 the call eventfd was a bare pointer (no vDPA irq bypass). */
+struct vhost_virtqueue___old {
+	struct eventfd_ctx *call_ctx;
+} __attribute__((preserve_access_index));
+
+struct vhost_net_virtqueue {
+	struct vhost_virtqueue vq;
+} __attribute__((preserve_access_index));
+
+struct vhost_net {
+	struct vhost_net_virtqueue vqs[2];
+} __attribute__((preserve_access_index));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct vhost_vq_stats);
+} vq_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct vhost_vq_info);
+} vq_info SEC(".maps");
+
+/* Call eventfd context -> its virtqueue. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} call_vq SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct vhost_sock_stats);
+} sock_stats SEC(".maps");
+
+static __always_inline int vhost_wanted(void)
+{
+	return !vhost_cfg.has_tgid || (bpf_get_current_pid_tgid() >> 32) == vhost_cfg.tgid;
+}
+
+static __always_inline struct vhost_vq_stats *vq_stats_of(__u64 vq)
+{
+	struct vhost_vq_stats zero = {}, *s = bpf_map_lookup_elem(&vq_stats, &vq);
+
+	if (s)
+		return s;
+	if (bpf_map_update_elem(&vq_stats, &vq, &zero, BPF_NOEXIST) == -7 /* E2BIG */)
+		np_map_full(np_stats());
+	return bpf_map_lookup_elem(&vq_stats, &vq);
+}
+
+static __always_inline __u64 vq_call_ctx(struct vhost_virtqueue *vq)
+{
+	struct vhost_virtqueue___old *old = (void *)vq;
+
+	if (bpf_core_field_exists(vq->call_ctx.ctx))
+		return (__u64)BPF_CORE_READ(vq, call_ctx.ctx);
+	if (bpf_core_field_exists(old->call_ctx))
+		return (__u64)BPF_CORE_READ(old, call_ctx);
+	return 0;
+}
+
+static __always_inline __u32 vq_role(struct vhost_virtqueue *vq)
+{
+	__u64 kick = (__u64)BPF_CORE_READ(vq, handle_kick);
+
+	if (kick && kick == vhost_cfg.rx_kick)
+		return VHOST_ROLE_RX;
+	if (kick && kick == vhost_cfg.tx_kick)
+		return VHOST_ROLE_TX;
+	return VHOST_ROLE_UNKNOWN;
+}
+
+/* The guest's avail->flags and used_event (avail->ring[num]), from the VMM's memory. */
+static __always_inline void vq_guest_side(struct vhost_virtqueue *vq, struct vhost_vq_state *st)
+{
+	void *avail = BPF_CORE_READ(vq, avail);
+	__u16 flags = 0, used_event = 0;
+
+	if (!avail || bpf_probe_read_user(&flags, sizeof(flags), avail))
+		return;
+	if (bpf_probe_read_user(&used_event, sizeof(used_event), avail + 4 + 2 * (__u64)(st->num & 0xffff)))
+		return;
+	st->avail_flags = flags;
+	st->used_event = used_event;
+	st->guest_read = 1;
+}
+
+static __always_inline int on_signal_n(struct vhost_virtqueue *vq, unsigned int count)
+{
+	__u64 key = (__u64)vq, ctx_ptr, pid_tgid = bpf_get_current_pid_tgid();
+	struct vhost_vq_info info = {};
+	struct vhost_vq_stats *s;
+	struct vhost_vq_state *st = &info.last;
+	__u32 pending;
+
+	if (!vq || !vhost_wanted())
+		return 0;
+	st->num = BPF_CORE_READ(vq, num);
+	st->last_avail_idx = BPF_CORE_READ(vq, last_avail_idx);
+	st->avail_idx = BPF_CORE_READ(vq, avail_idx);
+	st->last_used_idx = BPF_CORE_READ(vq, last_used_idx);
+	st->signalled_used = BPF_CORE_READ(vq, signalled_used);
+	st->signalled_used_valid = BPF_CORE_READ(vq, signalled_used_valid);
+	st->event_idx = (BPF_CORE_READ(vq, acked_features) >> VIRTIO_RING_F_EVENT_IDX) & 1;
+	vq_guest_side(vq, st);
+
+	ctx_ptr = vq_call_ctx(vq);
+	info.call_ctx = ctx_ptr;
+	info.sock = (__u64)BPF_CORE_READ(vq, private_data);
+	info.dev = (__u64)BPF_CORE_READ(vq, dev);
+	info.tgid = pid_tgid >> 32;
+	info.tid = (__u32)pid_tgid;
+	bpf_get_current_comm(info.comm, sizeof(info.comm));
+	info.role = vq_role(vq);
+	bpf_map_update_elem(&vq_info, &key, &info, BPF_ANY);
+	if (ctx_ptr)
+		bpf_map_update_elem(&call_vq, &ctx_ptr, &key, BPF_ANY);
+
+	s = vq_stats_of(key);
+	if (!s)
+		return 0;
+	__sync_fetch_and_add(&s->signal_calls, 1);
+	__sync_fetch_and_add(&s->used, count);
+	pending = (__u16)(st->avail_idx - st->last_avail_idx);
+	if (pending > s->max_pending)
+		s->max_pending = pending;
+	if (!pending)
+		s->empty_calls++;
+	if (st->guest_read && (st->avail_flags & 1))
+		s->no_interrupt++;
+	return 0;
+}
+
+static __always_inline int on_eventfd_signal(struct eventfd_ctx *ctx)
+{
+	__u64 key = (__u64)ctx, *vq;
+	struct vhost_vq_stats *s;
+
+	vq = bpf_map_lookup_elem(&call_vq, &key);
+	if (!vq)
+		return 0;
+	s = vq_stats_of(*vq);
+	if (s)
+		__sync_fetch_and_add(&s->signals, 1);
+	return 0;
+}
+
+static __always_inline int on_handle(struct vhost_net *net, int tx)
+{
+	struct vhost_vq_stats *s;
+	__u64 vq;
+
+	if (!net || !vhost_wanted())
+		return 0;
+	vq = tx ? (__u64)__builtin_preserve_access_index(&net->vqs[1].vq)
+		: (__u64)__builtin_preserve_access_index(&net->vqs[0].vq);
+	s = vq_stats_of(vq);
+	if (s)
+		__sync_fetch_and_add(&s->handle, 1);
+	return 0;
+}
+
+static __always_inline int on_tun_msg(struct socket *sock, int send)
+{
+	__u64 key = (__u64)sock;
+	struct vhost_sock_stats *s, fresh = {};
+	struct tun_file *tf;
+	struct tun_struct *tun;
+	struct net_device *dev;
+
+	if (!sock || !vhost_wanted())
+		return 0;
+	s = bpf_map_lookup_elem(&sock_stats, &key);
+	if (!s) {
+		if (!bpf_core_type_exists(struct tun_file))
+			return 0;
+		tf = (void *)sock - bpf_core_field_offset(struct tun_file, socket);
+		fresh.queue = BPF_CORE_READ(tf, queue_index);
+		tun = BPF_CORE_READ(tf, tun);
+		dev = tun ? BPF_CORE_READ(tun, dev) : 0;
+		if (dev) {
+			fresh.ifindex = BPF_CORE_READ(dev, ifindex);
+			fresh.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+			bpf_probe_read_kernel_str(fresh.ifname, sizeof(fresh.ifname), dev->name);
+		}
+		if (bpf_map_update_elem(&sock_stats, &key, &fresh, BPF_NOEXIST) == -7 /* E2BIG */)
+			np_map_full(np_stats());
+		s = bpf_map_lookup_elem(&sock_stats, &key);
+		if (!s)
+			return 0;
+	}
+	if (send)
+		__sync_fetch_and_add(&s->sendmsg, 1);
+	else
+		__sync_fetch_and_add(&s->recvmsg, 1);
+	return 0;
+}
+
+SEC("fentry/vhost_add_used_and_signal_n")
+int BPF_PROG(vhost_signal_n_fe, void *dev, struct vhost_virtqueue *vq, void *heads, unsigned int count)
+{
+	return on_signal_n(vq, count);
+}
+
+SEC("kprobe/vhost_add_used_and_signal_n")
+int BPF_KPROBE(vhost_signal_n_kp, void *dev, struct vhost_virtqueue *vq, void *heads, unsigned int count)
+{
+	return on_signal_n(vq, count);
+}
+
+SEC("fentry/eventfd_signal_mask")
+int BPF_PROG(vhost_eventfd_mask_fe, struct eventfd_ctx *efd)
+{
+	return on_eventfd_signal(efd);
+}
+
+SEC("kprobe/eventfd_signal_mask")
+int BPF_KPROBE(vhost_eventfd_mask_kp, struct eventfd_ctx *efd)
+{
+	return on_eventfd_signal(efd);
+}
+
+SEC("fentry/eventfd_signal")
+int BPF_PROG(vhost_eventfd_fe, struct eventfd_ctx *efd)
+{
+	return on_eventfd_signal(efd);
+}
+
+SEC("kprobe/eventfd_signal")
+int BPF_KPROBE(vhost_eventfd_kp, struct eventfd_ctx *efd)
+{
+	return on_eventfd_signal(efd);
+}
+
+SEC("fentry/handle_rx")
+int BPF_PROG(vhost_handle_rx_fe, struct vhost_net *net)
+{
+	return on_handle(net, 0);
+}
+
+SEC("kprobe/handle_rx")
+int BPF_KPROBE(vhost_handle_rx_kp, struct vhost_net *net)
+{
+	return on_handle(net, 0);
+}
+
+SEC("fentry/handle_tx")
+int BPF_PROG(vhost_handle_tx_fe, struct vhost_net *net)
+{
+	return on_handle(net, 1);
+}
+
+SEC("kprobe/handle_tx")
+int BPF_KPROBE(vhost_handle_tx_kp, struct vhost_net *net)
+{
+	return on_handle(net, 1);
+}
+
+SEC("fentry/tun_recvmsg")
+int BPF_PROG(vhost_tun_recvmsg_fe, struct socket *sock)
+{
+	return on_tun_msg(sock, 0);
+}
+
+SEC("kprobe/tun_recvmsg")
+int BPF_KPROBE(vhost_tun_recvmsg_kp, struct socket *sock)
+{
+	return on_tun_msg(sock, 0);
+}
+
+SEC("fentry/tun_sendmsg")
+int BPF_PROG(vhost_tun_sendmsg_fe, struct socket *sock)
+{
+	return on_tun_msg(sock, 1);
+}
+
+SEC("kprobe/tun_sendmsg")
+int BPF_KPROBE(vhost_tun_sendmsg_kp, struct socket *sock)
+{
+	return on_tun_msg(sock, 1);
+}
+
+struct vhost_vq_stats vhost_vq_stats_type = {};
+struct vhost_vq_info vhost_vq_info_type = {};
+struct vhost_sock_stats vhost_sock_stats_type = {};

@@ -1,0 +1,116 @@
+//! Text rendering of vhost virtqueue summaries.
+use crate::output::Table;
+use crate::run::IntervalInfo;
+use crate::sets::vhost::{Role, VhostReport};
+use std::fmt::Write as _;
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
+fn role(r: Role) -> &'static str {
+    match r {
+        Role::Rx => "rx",
+        Role::Tx => "tx",
+        Role::Unknown => "?",
+    }
+}
+
+/// Text of one interval: a row per virtqueue with its tap queue, counts and notifications.
+pub fn report_text(tool: &str, info: &IntervalInfo, r: &VhostReport) -> String {
+    let mut out = crate::output::interval_header(tool, info.elapsed, info.now);
+    let mut t = Table::new(&[
+        "VMM PID",
+        "WORKER",
+        "TAP",
+        "QUEUE",
+        "VQ",
+        "EVENTFD",
+        "CALLS",
+        "USED (bufs)",
+        "SIGNALS (irqs)",
+        "RUNS",
+        "TAP READS (pkts)",
+        "TAP WRITES (calls)",
+    ]);
+    for q in &r.queues {
+        t.row(vec![
+            q.vmm_pid.to_string(),
+            format!("{} ({})", q.worker_comm, q.worker_tid),
+            q.device.clone().unwrap_or_else(|| "-".into()),
+            q.queue.map_or_else(|| "-".into(), |n| n.to_string()),
+            format!("{} {}", role(q.role), q.vq),
+            q.eventfd.clone(),
+            q.signal_calls.to_string(),
+            q.used.to_string(),
+            q.signals.to_string(),
+            opt(q.handle_runs),
+            opt(q.tap_reads),
+            opt(q.tap_writes),
+        ]);
+    }
+    if t.is_empty() {
+        let _ = writeln!(out, "(no virtqueue completed a buffer)");
+    } else {
+        out.push_str(&t.render());
+    }
+    let _ = writeln!(
+        out,
+        "total {} buffers used, {} guest notifications; {}",
+        r.total_used,
+        r.total_signals,
+        r.stats.line()
+    );
+    out
+}
+
+/// Text of one interval: each virtqueue's state at its last call (indices in entries).
+pub fn state_text(tool: &str, info: &IntervalInfo, r: &VhostReport) -> String {
+    let mut out = crate::output::interval_header(tool, info.elapsed, info.now);
+    let mut t = Table::new(&[
+        "VMM PID",
+        "TAP",
+        "QUEUE",
+        "VQ",
+        "RING (entries)",
+        "AVAIL",
+        "LAST AVAIL",
+        "LAST USED",
+        "PENDING (entries)",
+        "MAX PENDING (entries)",
+        "EMPTY CALLS",
+        "EVENT_IDX",
+        "GUEST FLAGS",
+        "USED EVENT",
+        "NO_INTERRUPT CALLS",
+    ]);
+    let dash16 = |v: Option<u16>| v.map_or_else(|| "-".into(), |n| n.to_string());
+    for q in &r.queues {
+        let s = &q.last;
+        t.row(vec![
+            q.vmm_pid.to_string(),
+            q.device.clone().unwrap_or_else(|| "-".into()),
+            q.queue.map_or_else(|| "-".into(), |n| n.to_string()),
+            format!("{} {}", role(q.role), q.vq),
+            s.num.to_string(),
+            s.avail_idx.to_string(),
+            s.last_avail_idx.to_string(),
+            s.last_used_idx.to_string(),
+            s.pending.to_string(),
+            q.max_pending.to_string(),
+            q.empty_calls.to_string(),
+            if s.event_idx { "yes" } else { "no" }.into(),
+            s.avail_flags
+                .map_or_else(|| "-".into(), |f| format!("{f:#x}")),
+            dash16(s.used_event),
+            q.no_interrupt_calls.to_string(),
+        ]);
+    }
+    if t.is_empty() {
+        let _ = writeln!(out, "(no virtqueue completed a buffer)");
+    } else {
+        out.push_str(&t.render());
+    }
+    let _ = writeln!(out, "{}", r.stats.line());
+    out
+}

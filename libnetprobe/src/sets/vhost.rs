@@ -1,0 +1,451 @@
+//! The vhost probe set: what vhost-net workers do for each virtqueue, per interval — buffers
+//! marked used and the calls that did it, signals of the guest's call eventfd, the worker's
+//! runs for the queue, its reads and writes of the tap queue behind it — and the queue's state
+//! at the last call: vhost's indices, EVENT_IDX, and the guest's notification suppression
+//! (`avail->flags`, `used_event`) read from the VMM's memory.
+//!
+//! None of it has tracepoints: fentry, else kprobes, on `vhost_add_used_and_signal_n`,
+//! `eventfd_signal_mask` (`eventfd_signal` before 6.0), `handle_rx`/`handle_tx` and
+//! `tun_recvmsg`/`tun_sendmsg`. The vhost structs are in the vhost and vhost_net modules' BTF
+//! only; the BPF side declares the fields it reads and libbpf relocates them against that BTF.
+//!
+//! A virtqueue is joined to its tap queue by its backend socket (`vq->private_data` is
+//! `&tfile->socket`), and to its VM by the worker: a vhost task in the VMM's thread group
+//! (6.4+), else a `vhost-<VMM pid>` kthread.
+use crate::error::{Error, Result};
+use crate::kernel::KernelEnv;
+use crate::kit::{self, BpfStats, KitConfig, LoadSpec, LoadedSet, ProbeSet};
+use crate::probe::{Plan, ProbeKind, ProbePoint};
+use crate::run::IntervalSource;
+use crate::sets::flow::cstr;
+use crate::skel::vhost::{types, VhostSkel, VhostSkelBuilder};
+use libbpf_rs::MapCore;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+// SAFETY: plain C structs generated from bpf/include/vhost.h and np_types.h; any bytes are valid.
+unsafe impl plain::Plain for types::vhost_vq_stats {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::vhost_vq_info {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::vhost_sock_stats {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::np_kit_config {}
+
+/// Probe point: the used buffers and the signal decision of a virtqueue.
+pub const POINT_SIGNAL_N: &str = "used and signal";
+/// Probe point: an eventfd signalled (counted for the call eventfds of virtqueues).
+pub const POINT_EVENTFD: &str = "eventfd signal";
+/// Probe point: the worker serving an RX virtqueue.
+pub const POINT_HANDLE_RX: &str = "handle rx";
+/// Probe point: the worker serving a TX virtqueue.
+pub const POINT_HANDLE_TX: &str = "handle tx";
+/// Probe point: the worker reading a tap queue.
+pub const POINT_RECVMSG: &str = "tap read";
+/// Probe point: the worker writing to a tap queue.
+pub const POINT_SENDMSG: &str = "tap write";
+
+/// The set as plans and `netprobe_check` see it.
+pub struct VhostSet;
+
+impl ProbeSet for VhostSet {
+    const NAME: &'static str = "vhost";
+    const ABOUT: &'static str =
+        "vhost-net virtqueues: used buffers, guest notifications, worker runs, tap reads";
+
+    fn probe_points() -> Vec<ProbePoint> {
+        let func = |name, target, fe, kp| {
+            ProbePoint {
+                name,
+                required: false,
+                candidates: Vec::new(),
+            }
+            .or(ProbeKind::Fentry, target, fe)
+            .or(ProbeKind::Kprobe, target, kp)
+        };
+        vec![
+            func(
+                POINT_SIGNAL_N,
+                "vhost_add_used_and_signal_n",
+                "vhost_signal_n_fe",
+                "vhost_signal_n_kp",
+            )
+            .required(),
+            func(
+                POINT_EVENTFD,
+                "eventfd_signal_mask",
+                "vhost_eventfd_mask_fe",
+                "vhost_eventfd_mask_kp",
+            )
+            .or(ProbeKind::Fentry, "eventfd_signal", "vhost_eventfd_fe")
+            .or(ProbeKind::Kprobe, "eventfd_signal", "vhost_eventfd_kp"),
+            func(
+                POINT_HANDLE_RX,
+                "handle_rx",
+                "vhost_handle_rx_fe",
+                "vhost_handle_rx_kp",
+            ),
+            func(
+                POINT_HANDLE_TX,
+                "handle_tx",
+                "vhost_handle_tx_fe",
+                "vhost_handle_tx_kp",
+            ),
+            func(
+                POINT_RECVMSG,
+                "tun_recvmsg",
+                "vhost_tun_recvmsg_fe",
+                "vhost_tun_recvmsg_kp",
+            ),
+            func(
+                POINT_SENDMSG,
+                "tun_sendmsg",
+                "vhost_tun_sendmsg_fe",
+                "vhost_tun_sendmsg_kp",
+            ),
+        ]
+    }
+}
+
+/// Which queue of a vhost-net device a virtqueue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Toward the guest: tap packets into guest buffers.
+    Rx,
+    /// From the guest: guest buffers out through the tap.
+    Tx,
+    /// Its `handle_kick` is neither of vhost-net's.
+    Unknown,
+}
+
+impl Role {
+    fn of(raw: u32) -> Self {
+        use types::vhost_role as R;
+        match types::vhost_role(raw) {
+            R::VHOST_ROLE_RX => Role::Rx,
+            R::VHOST_ROLE_TX => Role::Tx,
+            _ => Role::Unknown,
+        }
+    }
+}
+
+/// A virtqueue's state at the last `vhost_add_used_and_signal_n` of the interval (before the
+/// buffers were added).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VqState {
+    /// Ring size (entries).
+    pub num: u32,
+    /// Next avail entry vhost takes.
+    pub last_avail_idx: u16,
+    /// The guest's `avail->idx` as vhost last read it.
+    pub avail_idx: u16,
+    /// Next used entry vhost writes.
+    pub last_used_idx: u16,
+    /// Avail entries the guest posted that vhost has not taken (`avail_idx - last_avail_idx`).
+    pub pending: u16,
+    /// Used index at the last signal (with EVENT_IDX), if valid.
+    pub signalled_used: Option<u16>,
+    /// `VIRTIO_RING_F_EVENT_IDX` negotiated: the guest's `used_event` decides signals.
+    pub event_idx: bool,
+    /// The guest's `avail->flags` (bit 0: `VRING_AVAIL_F_NO_INTERRUPT`), if it could be read.
+    pub avail_flags: Option<u16>,
+    /// The guest's `used_event` (`avail->ring[num]`), if it could be read.
+    pub used_event: Option<u16>,
+}
+
+impl VqState {
+    fn of(s: &types::vhost_vq_state) -> Self {
+        let guest = s.guest_read != 0;
+        Self {
+            num: s.num,
+            last_avail_idx: s.last_avail_idx,
+            avail_idx: s.avail_idx,
+            last_used_idx: s.last_used_idx,
+            pending: s.avail_idx.wrapping_sub(s.last_avail_idx),
+            signalled_used: (s.signalled_used_valid != 0).then_some(s.signalled_used),
+            event_idx: s.event_idx != 0,
+            avail_flags: guest.then_some(s.avail_flags),
+            used_event: guest.then_some(s.used_event),
+        }
+    }
+}
+
+/// One virtqueue over an interval.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VirtqueueEntry {
+    /// The VM: the VMM's pid (the worker's thread group on 6.4+, else from `vhost-<pid>`).
+    pub vmm_pid: u32,
+    /// The worker thread.
+    pub worker_tid: u32,
+    /// Its command name.
+    pub worker_comm: String,
+    /// RX or TX.
+    pub role: Role,
+    /// The virtqueue's kernel address (stable while the device lives).
+    pub vq: String,
+    /// The call eventfd's context address (KVM's irqfd, when the VMM registered one).
+    pub eventfd: String,
+    /// The tap behind it, once the worker read or wrote it.
+    pub device: Option<String>,
+    /// The tap queue.
+    pub queue: Option<u16>,
+    /// `vhost_add_used_and_signal_n` calls.
+    pub signal_calls: u64,
+    /// Buffers they marked used (packets).
+    pub used: u64,
+    /// Signals of the call eventfd (guest notifications).
+    pub signals: u64,
+    /// Worker runs for this queue (`handle_rx`/`handle_tx`); `None` where not hooked.
+    pub handle_runs: Option<u64>,
+    /// Packets the worker read from the tap queue (`tun_recvmsg`); RX queues.
+    pub tap_reads: Option<u64>,
+    /// Writes (batches) the worker made to the tap queue (`tun_sendmsg`); TX queues.
+    pub tap_writes: Option<u64>,
+    /// Most avail entries not yet taken at a call.
+    pub max_pending: u32,
+    /// Calls that found no avail entry left (the guest is out of buffers or about to be).
+    pub empty_calls: u32,
+    /// Calls that found the guest's `VRING_AVAIL_F_NO_INTERRUPT` set.
+    pub no_interrupt_calls: u32,
+    /// The state at the last call.
+    pub last: VqState,
+}
+
+/// One interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct VhostReport {
+    /// By VMM pid, then role and address.
+    pub queues: Vec<VirtqueueEntry>,
+    /// Signals of call eventfds in the interval.
+    pub total_signals: u64,
+    /// Buffers marked used in the interval.
+    pub total_used: u64,
+    /// BPF-side counters (flattened).
+    #[serde(flatten)]
+    pub stats: BpfStats,
+}
+
+/// Which virtqueues to report.
+#[derive(Debug, Clone, Default)]
+pub struct VhostOptions {
+    /// Only this VM (the VMM's pid).
+    pub vmm_pid: Option<u32>,
+    /// Only virtqueues whose tap is this device.
+    pub device: Option<String>,
+    /// Only this tap queue.
+    pub queue: Option<u16>,
+    /// Kit switches.
+    pub kit: KitConfig,
+}
+
+/// A tap queue as the worker's reads and writes showed it.
+#[derive(Debug, Clone)]
+struct TapQueue {
+    ifname: String,
+    queue: u16,
+}
+
+/// One clear line where this kernel cannot show vhost-net virtqueues.
+fn check_vhost_present() -> Result<()> {
+    if !Path::new("/sys/module/vhost_net").exists() {
+        return Err(Error::missing(
+            "vhost_net is not loaded: no vhost-net virtqueues to watch (modprobe vhost_net; the VMM opens /dev/vhost-net)",
+        ));
+    }
+    if !Path::new("/sys/kernel/btf/vhost").exists() {
+        return Err(Error::missing(
+            "the vhost module has no BTF (/sys/kernel/btf/vhost: kernel before 5.11 or CONFIG_DEBUG_INFO_BTF_MODULES off): its virtqueues cannot be read",
+        ));
+    }
+    Ok(())
+}
+
+/// The thread group (process) of thread `tid`, from /proc.
+fn thread_group(tid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A loaded and attached vhost probe set.
+pub struct VhostProbe {
+    set: LoadedSet<VhostSkel<'static>>,
+    opts: VhostOptions,
+    taps: HashMap<u64, TapQueue>,
+}
+
+impl VhostProbe {
+    /// Loads and attaches the set; one clear error where vhost-net is absent.
+    pub fn open(opts: VhostOptions, env: &KernelEnv) -> Result<Self> {
+        check_vhost_present()?;
+        let plan = VhostSet::plan(env);
+        plan.require()?;
+        let kicks = crate::symbol::kallsyms_ranges(&["handle_rx_kick", "handle_tx_kick"])?;
+        let spec = LoadSpec {
+            set: VhostSet::NAME,
+            plan,
+            stacks: kit::StackPolicy::off(),
+            kit: &opts.kit,
+        };
+        let set = kit::load(VhostSkelBuilder::default(), spec, |open, kit_cfg| {
+            let ro = crate::kit_rodata!(open, kit_cfg);
+            ro.vhost_cfg.rx_kick = kicks[0].map_or(0, |r| r.0);
+            ro.vhost_cfg.tx_kick = kicks[1].map_or(0, |r| r.0);
+            Ok(())
+        })?;
+        Ok(Self {
+            set,
+            opts,
+            taps: HashMap::new(),
+        })
+    }
+
+    /// The plan in use.
+    pub fn chosen_plan(&self) -> &Plan {
+        &self.set.plan
+    }
+
+    fn info_of(&self, vq: u64) -> Option<types::vhost_vq_info> {
+        let bytes = self
+            .set
+            .skel
+            .maps
+            .vq_info
+            .lookup(&vq.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+            .ok()??;
+        plain::from_bytes::<types::vhost_vq_info>(&bytes)
+            .ok()
+            .copied()
+    }
+
+    /// Ends the interval: what each virtqueue did since the previous call.
+    pub fn drain_queues(&mut self) -> Result<VhostReport> {
+        let socks: Vec<(u64, types::vhost_sock_stats)> =
+            kit::drain(&self.set.skel.maps.sock_stats)?;
+        let raw: Vec<(u64, types::vhost_vq_stats)> = kit::drain(&self.set.skel.maps.vq_stats)?;
+        let mut io: HashMap<u64, (u64, u64)> = HashMap::new();
+        for (sock, s) in socks {
+            if self.taps.len() < 4096 || self.taps.contains_key(&sock) {
+                self.taps.insert(
+                    sock,
+                    TapQueue {
+                        ifname: cstr(&s.ifname),
+                        queue: s.queue,
+                    },
+                );
+            }
+            io.insert(sock, (s.recvmsg, s.sendmsg));
+        }
+        let plan = &self.set.plan;
+        let hooked = |p: &str| plan.chosen_for(p).is_some();
+        let (handles, reads, writes) = (
+            hooked(POINT_HANDLE_RX) && hooked(POINT_HANDLE_TX),
+            hooked(POINT_RECVMSG),
+            hooked(POINT_SENDMSG),
+        );
+        let mut queues = Vec::new();
+        for (vq, s) in raw {
+            // A queue the worker ran for but never completed a buffer on has no info yet.
+            let Some(info) = self.info_of(vq) else {
+                continue;
+            };
+            let comm = cstr(&info.comm);
+            // A legacy kthread names the thread that took ownership: its process is the VMM.
+            let vmm_pid = crate::sets::kvm::vhost_owner(&comm)
+                .map(|tid| thread_group(tid).unwrap_or(tid))
+                .unwrap_or(info.tgid);
+            let tap = self.taps.get(&info.sock);
+            let (r, w) = io.get(&info.sock).copied().unwrap_or_default();
+            let entry = VirtqueueEntry {
+                vmm_pid,
+                worker_tid: info.tid,
+                worker_comm: comm,
+                role: Role::of(info.role),
+                vq: format!("{vq:#x}"),
+                eventfd: format!("{:#x}", info.call_ctx),
+                device: tap.map(|t| t.ifname.clone()),
+                queue: tap.map(|t| t.queue),
+                signal_calls: s.signal_calls,
+                used: s.used,
+                signals: s.signals,
+                handle_runs: handles.then_some(s.handle),
+                tap_reads: reads.then_some(r),
+                tap_writes: writes.then_some(w),
+                max_pending: s.max_pending,
+                empty_calls: s.empty_calls,
+                no_interrupt_calls: s.no_interrupt,
+                last: VqState::of(&info.last),
+            };
+            if self.wanted(&entry) {
+                queues.push(entry);
+            }
+        }
+        queues.sort_by(|a, b| {
+            (a.vmm_pid, a.device.as_deref(), a.queue, a.role as u8, &a.vq).cmp(&(
+                b.vmm_pid,
+                b.device.as_deref(),
+                b.queue,
+                b.role as u8,
+                &b.vq,
+            ))
+        });
+        Ok(VhostReport {
+            total_signals: queues.iter().map(|q| q.signals).sum(),
+            total_used: queues.iter().map(|q| q.used).sum(),
+            queues,
+            stats: self.set.stats.delta(),
+        })
+    }
+
+    fn wanted(&self, e: &VirtqueueEntry) -> bool {
+        let o = &self.opts;
+        o.vmm_pid.is_none_or(|p| p == e.vmm_pid)
+            && o.device
+                .as_deref()
+                .is_none_or(|d| e.device.as_deref() == Some(d))
+            && o.queue.is_none_or(|q| e.queue == Some(q))
+    }
+}
+
+impl IntervalSource for VhostProbe {
+    type Report = VhostReport;
+
+    fn drain(&mut self) -> Result<VhostReport> {
+        self.drain_queues()
+    }
+
+    fn plan(&self) -> &Plan {
+        self.chosen_plan()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_wraps_around_the_16_bit_indices() {
+        let raw = types::vhost_vq_state {
+            num: 256,
+            last_avail_idx: 65530,
+            avail_idx: 4,
+            last_used_idx: 65530,
+            signalled_used: 7,
+            signalled_used_valid: 0,
+            event_idx: 1,
+            guest_read: 1,
+            avail_flags: 1,
+            used_event: 9,
+            ..Default::default()
+        };
+        let s = VqState::of(&raw);
+        assert_eq!(s.pending, 10);
+        assert_eq!(s.signalled_used, None);
+        assert_eq!(s.avail_flags, Some(1));
+        assert!(s.event_idx);
+    }
+}

@@ -1,0 +1,232 @@
+//! Integration tests of vhost_eventfd_count and vhost_queue_status: a vhost-net device driven
+//! from user space (`netprobe_lab::vhost::VhostNet`: a tap as its backend, the virtqueues in
+//! this process's memory) moves a known number of frames each way; the tools' counts per
+//! virtqueue must match — buffers used, the worker's tap reads, and the guest notifications,
+//! which the call eventfds count themselves.
+//!
+//! Where the tests run decides what they assert, never silently:
+//! - VM tier (`NETPROBE_TEST_TIER=vm`, vhost_net loaded): vhost-net must be there; with the
+//!   vhost module's BTF (5.11+) the counts are asserted under the fentry and the kprobe plans,
+//!   every chosen probe must have fired; without it (5.10) the tool must say so in one line.
+//! - The development host (no vhost_net): the tool must fail with the one line naming it.
+//!
+//! Needs root (CI runs as root): without it every test fails, none is skipped.
+use netprobe_lab::vhost::VhostNet;
+use netprobe_lab::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::time::Duration;
+
+const COUNT: &str = env!("CARGO_BIN_EXE_vhost_eventfd_count");
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The tools see every vhost-net device of the machine: one test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn vm_tier() -> bool {
+    std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm")
+}
+
+/// Where vhost-net cannot be watched here, asserts the tool's one-line reason and returns
+/// false; true where the tests can run.
+fn vhost_watchable(tool: &str) -> bool {
+    let present = VhostNet::available();
+    assert!(
+        present || !vm_tier(),
+        "the VM tier loads vhost_net: /dev/vhost-net must exist"
+    );
+    let reason = if !present {
+        "vhost_net is not loaded"
+    } else if !std::path::Path::new("/sys/kernel/btf/vhost").exists() {
+        "the vhost module has no BTF"
+    } else {
+        return true;
+    };
+    let out = run_tool(tool, &["--duration", "0.2"]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", out.stderr);
+    assert_eq!(out.stderr.len(), 1, "one line: {:?}", out.stderr);
+    assert!(out.stderr[0].contains(reason), "{:?}", out.stderr);
+    false
+}
+
+/// The tool's rows for tap `tap`, summed over every interval, by role.
+#[derive(Debug, Default)]
+struct Sums {
+    signal_calls: u64,
+    used: u64,
+    signals: u64,
+    handle_runs: u64,
+    tap_reads: u64,
+    tap_writes: u64,
+    no_interrupt_calls: u64,
+    rows: Vec<Value>,
+}
+
+fn sums(out: &ToolOutput, tap: &str, role: &str) -> Sums {
+    let mut s = Sums::default();
+    for v in out.json().iter().filter(|v| v["type"] == "interval") {
+        for q in v["queues"].as_array().expect("queues") {
+            if q["device"] != tap || q["role"] != role {
+                continue;
+            }
+            let n = |k: &str| q[k].as_u64().unwrap_or_else(|| panic!("{k} in {q:#}"));
+            s.signal_calls += n("signal_calls");
+            s.used += n("used");
+            s.signals += n("signals");
+            s.handle_runs += n("handle_runs");
+            s.tap_reads += n("tap_reads");
+            s.tap_writes += n("tap_writes");
+            s.no_interrupt_calls += n("no_interrupt_calls");
+            s.rows.push(q.clone());
+        }
+    }
+    s
+}
+
+fn start(tool: &str, disable: Option<&str>, args: &[&str]) -> ToolRun {
+    match disable {
+        Some(d) => {
+            let env = format!("NETPROBE_DISABLE={d}");
+            let mut v = vec![env.as_str(), tool];
+            v.extend_from_slice(args);
+            ToolRun::start("env", &v)
+        }
+        None => ToolRun::start(tool, args),
+    }
+}
+
+/// Moves 10 frames to the "guest" and 20 from it under the plan `disable` leaves, and asserts
+/// the counts of both virtqueues against the driver's own.
+fn counts_match(disable: Option<&str>, kind: &str, tag: &str) {
+    let _serial = serial();
+    let ns = format!("np-vh{tag}-{}", std::process::id());
+    let tap = format!("npvh{tag}");
+    let mut dev = VhostNet::create(&ns, &tap).unwrap_or_else(|e| panic!("{e}"));
+    let tool = start(COUNT, disable, &["--json", "-i", "0.5", "-d", &tap]);
+    let ready = tool.stderr_so_far().join("\n");
+    assert!(
+        ready.contains(&format!("{kind}/vhost_add_used_and_signal_n")),
+        "{ready}"
+    );
+    quiet(|| {
+        dev.deliver(10, WAIT).unwrap_or_else(|e| panic!("{e}"));
+        dev.transmit(20, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    });
+    let (rx_calls, tx_calls) = (dev.take_rx_calls(), dev.take_tx_calls());
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let me = u64::from(std::process::id());
+
+    let rx = sums(&out, &tap, "rx");
+    assert_eq!(rx.used, 10, "{rx:#?}");
+    assert_eq!(rx.tap_reads, 10, "one tun_recvmsg per frame: {rx:#?}");
+    assert_eq!(rx.signals, rx_calls, "the RX call eventfd's count: {rx:#?}");
+    assert!(rx.signals >= 1 && rx.signals <= rx.signal_calls, "{rx:#?}");
+    assert!(rx.handle_runs >= 1, "handle_rx fired: {rx:#?}");
+    assert_eq!(rx.no_interrupt_calls, 0, "{rx:#?}");
+    let tx = sums(&out, &tap, "tx");
+    assert_eq!(tx.used, 20, "{tx:#?}");
+    assert!(tx.tap_writes >= 1, "tun_sendmsg fired: {tx:#?}");
+    assert_eq!(tx.signals, tx_calls, "the TX call eventfd's count: {tx:#?}");
+    assert!(tx.signals >= 1 && tx.signals <= tx.signal_calls, "{tx:#?}");
+    assert!(tx.handle_runs >= 1, "handle_tx fired: {tx:#?}");
+    for q in rx.rows.iter().chain(&tx.rows) {
+        assert_eq!(q["vmm_pid"], me, "the VMM is this process: {q:#}");
+        assert_eq!(q["queue"], 0, "{q:#}");
+        assert_eq!(q["last"]["num"], 256, "{q:#}");
+        assert_eq!(q["last"]["event_idx"], false, "{q:#}");
+        assert_eq!(q["last"]["avail_flags"], 0, "read from this process: {q:#}");
+    }
+    // Each queue has its own call eventfd, stable over the run.
+    let ctx = |s: &Sums| s.rows[0]["eventfd"].as_str().unwrap().to_string();
+    assert_ne!(ctx(&rx), ctx(&tx));
+    assert!(rx.rows.iter().all(|q| q["eventfd"] == ctx(&rx).as_str()));
+}
+
+#[test]
+fn counts_match_a_user_space_vring_driver_under_fentry_and_kprobes() {
+    require_root();
+    if !vhost_watchable(COUNT) {
+        return;
+    }
+    counts_match(None, "fentry", "f");
+    counts_match(Some("fentry"), "kprobe", "k");
+}
+
+#[test]
+fn a_guest_that_suppresses_interrupts_gets_no_signal() {
+    require_root();
+    if !vhost_watchable(COUNT) {
+        return;
+    }
+    let _serial = serial();
+    let ns = format!("np-vhn-{}", std::process::id());
+    let tap = "npvhn";
+    let mut dev = VhostNet::create(&ns, tap).unwrap_or_else(|e| panic!("{e}"));
+    dev.set_rx_no_interrupt(true);
+    let tool = ToolRun::start(COUNT, &["--json", "-i", "0.5", "-d", tap]);
+    quiet(|| dev.deliver(12, WAIT).unwrap_or_else(|e| panic!("{e}")));
+    let rx_calls = dev.take_rx_calls();
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let rx = sums(&out, tap, "rx");
+    assert_eq!(rx_calls, 0, "vhost signalled a guest with NO_INTERRUPT set");
+    assert_eq!(rx.used, 12, "{rx:#?}");
+    assert_eq!(rx.signals, 0, "{rx:#?}");
+    assert!(rx.signal_calls >= 1, "{rx:#?}");
+    assert_eq!(rx.no_interrupt_calls, rx.signal_calls, "{rx:#?}");
+    assert!(
+        rx.rows.iter().all(|q| q["last"]["avail_flags"] == 1),
+        "{rx:#?}"
+    );
+}
+
+#[test]
+fn the_text_report_has_a_row_per_virtqueue_with_units() {
+    require_root();
+    if !vhost_watchable(COUNT) {
+        return;
+    }
+    let _serial = serial();
+    let ns = format!("np-vht-{}", std::process::id());
+    let tap = "npvht";
+    let mut dev = VhostNet::create(&ns, tap).unwrap_or_else(|e| panic!("{e}"));
+    let tool = ToolRun::start(COUNT, &["-i", "60", "-d", tap]);
+    quiet(|| {
+        dev.deliver(6, WAIT).unwrap_or_else(|e| panic!("{e}"));
+        dev.transmit(4, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    });
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    // Uncaptured, so the VM log shows a real sample for the README.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{}", out.stdout.join("\n"));
+    let header = out
+        .stdout
+        .iter()
+        .find(|l| l.starts_with("VMM PID"))
+        .unwrap_or_else(|| panic!("{:#?}", out.stdout));
+    for col in ["USED (bufs)", "SIGNALS (irqs)", "TAP READS (pkts)"] {
+        assert!(header.contains(col), "{header}");
+    }
+    for role in ["rx 0x", "tx 0x"] {
+        assert!(
+            out.stdout
+                .iter()
+                .any(|l| l.contains(tap) && l.contains(role)),
+            "{role}: {:#?}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout
+            .iter()
+            .any(|l| l.starts_with("total 10 buffers used")),
+        "{:#?}",
+        out.stdout
+    );
+}

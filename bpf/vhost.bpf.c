@@ -49,11 +49,6 @@ struct vhost_virtqueue {
 	u64 acked_features;
 } __attribute__((preserve_access_index));
 
-/* Before 5.8 the call eventfd was a bare pointer (no vDPA irq bypass). */
-struct vhost_virtqueue___old {
-	struct eventfd_ctx *call_ctx;
-} __attribute__((preserve_access_index));
-
 struct vhost_net_virtqueue {
 	struct vhost_virtqueue vq;
 } __attribute__((preserve_access_index));
@@ -91,11 +86,6 @@ struct {
 	__type(value, struct vhost_sock_stats);
 } sock_stats SEC(".maps");
 
-static __always_inline int vhost_wanted(void)
-{
-	return !vhost_cfg.has_tgid || (bpf_get_current_pid_tgid() >> 32) == vhost_cfg.tgid;
-}
-
 static __always_inline struct vhost_vq_stats *vq_stats_of(__u64 vq)
 {
 	struct vhost_vq_stats zero = {}, *s = bpf_map_lookup_elem(&vq_stats, &vq);
@@ -107,15 +97,11 @@ static __always_inline struct vhost_vq_stats *vq_stats_of(__u64 vq)
 	return bpf_map_lookup_elem(&vq_stats, &vq);
 }
 
+/* The call eventfd: call_ctx.ctx since 5.8. Before, call_ctx was the bare pointer, but those
+ * kernels have no module BTF (5.11+) to relocate against, and user space refuses them. */
 static __always_inline __u64 vq_call_ctx(struct vhost_virtqueue *vq)
 {
-	struct vhost_virtqueue___old *old = (void *)vq;
-
-	if (bpf_core_field_exists(vq->call_ctx.ctx))
-		return (__u64)BPF_CORE_READ(vq, call_ctx.ctx);
-	if (bpf_core_field_exists(old->call_ctx))
-		return (__u64)BPF_CORE_READ(old, call_ctx);
-	return 0;
+	return (__u64)BPF_CORE_READ(vq, call_ctx.ctx);
 }
 
 static __always_inline __u32 vq_role(struct vhost_virtqueue *vq)
@@ -152,7 +138,7 @@ static __always_inline int on_signal_n(struct vhost_virtqueue *vq, unsigned int 
 	struct vhost_vq_state *st = &info.last;
 	__u32 pending;
 
-	if (!vq || !vhost_wanted())
+	if (!vq)
 		return 0;
 	st->num = BPF_CORE_READ(vq, num);
 	st->last_avail_idx = BPF_CORE_READ(vq, last_avail_idx);
@@ -209,7 +195,7 @@ static __always_inline int on_handle(struct vhost_net *net, int tx)
 	struct vhost_vq_stats *s;
 	__u64 vq;
 
-	if (!net || !vhost_wanted())
+	if (!net)
 		return 0;
 	vq = tx ? (__u64)__builtin_preserve_access_index(&net->vqs[1].vq)
 		: (__u64)__builtin_preserve_access_index(&net->vqs[0].vq);
@@ -227,7 +213,7 @@ static __always_inline int on_tun_msg(struct socket *sock, int send)
 	struct tun_struct *tun;
 	struct net_device *dev;
 
-	if (!sock || !vhost_wanted())
+	if (!sock)
 		return 0;
 	s = bpf_map_lookup_elem(&sock_stats, &key);
 	if (!s) {
@@ -255,16 +241,30 @@ static __always_inline int on_tun_msg(struct socket *sock, int send)
 	return 0;
 }
 
+/* (dev, vq, heads, count), or (dev, vq, heads, nheads, count) in newer kernels (7.2). */
 SEC("fentry/vhost_add_used_and_signal_n")
-int BPF_PROG(vhost_signal_n_fe, void *dev, struct vhost_virtqueue *vq, void *heads, unsigned int count)
+int BPF_PROG(vhost_signal_n_fe, void *dev, struct vhost_virtqueue *vq)
 {
-	return on_signal_n(vq, count);
+	__u64 count = 0;
+
+	/* ctx[4] past the last argument would not verify: the helper checks the index. The
+	 * branch is a .rodata constant, so kernels without the helper never verify the call. */
+	if (vhost_cfg.count_arg == 4)
+		bpf_get_func_arg(ctx, 4, &count);
+	else
+		count = ctx[3];
+	return on_signal_n(vq, (unsigned int)count);
 }
 
 SEC("kprobe/vhost_add_used_and_signal_n")
-int BPF_KPROBE(vhost_signal_n_kp, void *dev, struct vhost_virtqueue *vq, void *heads, unsigned int count)
+int BPF_KPROBE(vhost_signal_n_kp, void *dev, struct vhost_virtqueue *vq)
 {
-	return on_signal_n(vq, count);
+	unsigned long p4 = PT_REGS_PARM4(ctx), p5 = PT_REGS_PARM5(ctx);
+
+	/* Both loads stay loads: a select of the two ctx offsets would not verify. */
+	barrier_var(p4);
+	barrier_var(p5);
+	return on_signal_n(vq, (unsigned int)(vhost_cfg.count_arg == 4 ? p5 : p4));
 }
 
 SEC("fentry/eventfd_signal_mask")

@@ -78,8 +78,18 @@ fn sums(out: &ToolOutput, tap: &str, role: &str) -> Sums {
             s.used += n("used");
             s.signals += n("signals");
             s.handle_runs += n("handle_runs");
-            s.tap_reads += n("tap_reads");
-            s.tap_writes += n("tap_writes");
+            // Reads are an RX queue's, writes a TX queue's; the other is null.
+            let (own, other) = if role == "rx" {
+                ("tap_reads", "tap_writes")
+            } else {
+                ("tap_writes", "tap_reads")
+            };
+            assert!(q[other].is_null(), "{other} in {q:#}");
+            *if role == "rx" {
+                &mut s.tap_reads
+            } else {
+                &mut s.tap_writes
+            } += n(own);
             s.no_interrupt_calls += n("no_interrupt_calls");
             s.rows.push(q.clone());
         }

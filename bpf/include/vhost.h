@@ -14,9 +14,8 @@ enum vhost_role {
 struct vhost_config {
 	__u64 rx_kick;  /* handle_rx_kick: vq->handle_kick of an RX virtqueue (kallsyms) */
 	__u64 tx_kick;  /* handle_tx_kick */
-	__u32 tgid;     /* with has_tgid: only the virtqueues of this VMM (thread group) */
-	__u8 has_tgid;
-	__u8 pad[3];
+	__u32 count_arg; /* vhost_add_used_and_signal_n's count: argument 3, or 4 after nheads (newer kernels, 7.2) */
+	__u32 pad;
 };
 
 /* A virtqueue's state as vhost_add_used_and_signal_n found it (before it adds the used

@@ -119,6 +119,34 @@ impl KernelBtf {
         }
     }
 
+    /// The position of parameter `param` of function `func`, from the BTF of the kernel or of
+    /// the loaded module that defines it (parameters move: `vhost_add_used_and_signal_n` took
+    /// `nheads` before `count` in newer kernels: 7.2 has it, 6.12 not).
+    pub fn func_param_index(&self, func: &str, param: &str) -> Option<usize> {
+        let cfunc = CString::new(func).ok()?;
+        let base = self.btf.as_libbpf_object().as_ptr();
+        // SAFETY: `base` is this struct's live vmlinux BTF; a module's split BTF built on it is
+        // freed before returning; every type pointer comes from libbpf for an ID it returned.
+        unsafe {
+            let module = module_of_symbol(func).and_then(|m| CString::new(m).ok());
+            let btf = match &module {
+                Some(m) => {
+                    let b = libbpf_sys::btf__load_module_btf(m.as_ptr(), base);
+                    if b.is_null() || libbpf_sys::libbpf_get_error(b.cast()) != 0 {
+                        return None;
+                    }
+                    b
+                }
+                None => base,
+            };
+            let found = param_index_in(btf, &cfunc, param);
+            if module.is_some() {
+                libbpf_sys::btf__free(btf);
+            }
+            found
+        }
+    }
+
     /// Does the kernel, or the loaded module that defines function `module_symbol`, have
     /// struct `name` in its BTF (`tun_struct` with `tun_net_xmit`: built in, or a module with
     /// BTF, 5.11+)?
@@ -141,6 +169,35 @@ impl KernelBtf {
                 s.iter()
                     .any(|m| m.name.is_some_and(|n| n.to_string_lossy() == field))
             })
+    }
+}
+
+/// The index of parameter `param` of FUNC `func` in `btf`.
+///
+/// # Safety
+/// `btf` must be a live libbpf BTF object.
+unsafe fn param_index_in(
+    btf: *const libbpf_sys::btf,
+    func: &CString,
+    param: &str,
+) -> Option<usize> {
+    // SAFETY: the caller passes a live BTF; IDs and offsets come from it.
+    unsafe {
+        let id = libbpf_sys::btf__find_by_name_kind(btf, func.as_ptr(), libbpf_sys::BTF_KIND_FUNC);
+        if id <= 0 {
+            return None;
+        }
+        let f = libbpf_sys::btf__type_by_id(btf, id as u32);
+        let proto = libbpf_sys::btf__type_by_id(btf, (*f).__bindgen_anon_1.type_);
+        if proto.is_null() {
+            return None;
+        }
+        let vlen = ((*proto).info & 0xffff) as usize;
+        let params = proto.add(1).cast::<libbpf_sys::btf_param>();
+        (0..vlen).find(|&i| {
+            let name = libbpf_sys::btf__name_by_offset(btf, (*params.add(i)).name_off);
+            !name.is_null() && std::ffi::CStr::from_ptr(name).to_bytes() == param.as_bytes()
+        })
     }
 }
 
@@ -236,6 +293,25 @@ impl DropReasons {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_functions_parameters_are_found_by_name_in_the_running_kernels_btf() {
+        let btf = KernelBtf::load().expect("this kernel's BTF");
+        // int __netif_receive_skb_core(struct sk_buff **pskb, bool pfmemalloc, struct packet_type **ppt_prev)
+        assert_eq!(
+            btf.func_param_index("__netif_receive_skb_core", "pskb"),
+            Some(0)
+        );
+        assert_eq!(
+            btf.func_param_index("__netif_receive_skb_core", "ppt_prev"),
+            Some(2)
+        );
+        assert_eq!(
+            btf.func_param_index("__netif_receive_skb_core", "nope"),
+            None
+        );
+        assert_eq!(btf.func_param_index("no_such_function_here", "x"), None);
+    }
 
     #[test]
     fn reason_names_and_values_round_trip() {

@@ -199,9 +199,9 @@ pub struct VirtqueueEntry {
     pub signals: u64,
     /// Worker runs for this queue (`handle_rx`/`handle_tx`); `None` where not hooked.
     pub handle_runs: Option<u64>,
-    /// Packets the worker read from the tap queue (`tun_recvmsg`); RX queues.
+    /// Packets the worker read from the tap queue (`tun_recvmsg`): RX queues only.
     pub tap_reads: Option<u64>,
-    /// Writes (batches) the worker made to the tap queue (`tun_sendmsg`); TX queues.
+    /// Writes (batches) the worker made to the tap queue (`tun_sendmsg`): TX queues only.
     pub tap_writes: Option<u64>,
     /// Most avail entries not yet taken at a call.
     pub max_pending: u32,
@@ -285,6 +285,10 @@ impl VhostProbe {
         let plan = VhostSet::plan(env);
         plan.require()?;
         let kicks = crate::symbol::kallsyms_ranges(&["handle_rx_kick", "handle_tx_kick"])?;
+        let count_arg = env
+            .btf
+            .func_param_index("vhost_add_used_and_signal_n", "count")
+            .unwrap_or(3) as u32;
         let spec = LoadSpec {
             set: VhostSet::NAME,
             plan,
@@ -295,6 +299,7 @@ impl VhostProbe {
             let ro = crate::kit_rodata!(open, kit_cfg);
             ro.vhost_cfg.rx_kick = kicks[0].map_or(0, |r| r.0);
             ro.vhost_cfg.tx_kick = kicks[1].map_or(0, |r| r.0);
+            ro.vhost_cfg.count_arg = count_arg;
             Ok(())
         })?;
         Ok(Self {
@@ -359,12 +364,13 @@ impl VhostProbe {
                 .map(|tid| thread_group(tid).unwrap_or(tid))
                 .unwrap_or(info.tgid);
             let tap = self.taps.get(&info.sock);
+            let role = Role::of(info.role);
             let (r, w) = io.get(&info.sock).copied().unwrap_or_default();
             let entry = VirtqueueEntry {
                 vmm_pid,
                 worker_tid: info.tid,
                 worker_comm: comm,
-                role: Role::of(info.role),
+                role,
                 vq: format!("{vq:#x}"),
                 eventfd: format!("{:#x}", info.call_ctx),
                 device: tap.map(|t| t.ifname.clone()),
@@ -373,8 +379,8 @@ impl VhostProbe {
                 used: s.used,
                 signals: s.signals,
                 handle_runs: handles.then_some(s.handle),
-                tap_reads: reads.then_some(r),
-                tap_writes: writes.then_some(w),
+                tap_reads: (reads && role == Role::Rx).then_some(r),
+                tap_writes: (writes && role == Role::Tx).then_some(w),
                 max_pending: s.max_pending,
                 empty_calls: s.empty_calls,
                 no_interrupt_calls: s.no_interrupt,

@@ -33,7 +33,7 @@ fn vm_tier() -> bool {
 
 /// Where vhost-net cannot be watched here, asserts the tool's one-line reason and returns
 /// false; true where the tests can run.
-fn vhost_watchable(tool: &str) -> bool {
+fn vhost_watchable(tool: &str, args: &[&str]) -> bool {
     let present = VhostNet::available();
     assert!(
         present || !vm_tier(),
@@ -46,7 +46,7 @@ fn vhost_watchable(tool: &str) -> bool {
     } else {
         return true;
     };
-    let out = run_tool(tool, &["--duration", "0.2"]);
+    let out = run_tool(tool, &[args, &["--duration", "0.2"][..]].concat());
     assert_eq!(out.status.code(), Some(1), "{:?}", out.stderr);
     assert_eq!(out.stderr.len(), 1, "one line: {:?}", out.stderr);
     assert!(out.stderr[0].contains(reason), "{:?}", out.stderr);
@@ -160,7 +160,7 @@ fn counts_match(disable: Option<&str>, kind: &str, tag: &str) {
 #[test]
 fn counts_match_a_user_space_vring_driver_under_fentry_and_kprobes() {
     require_root();
-    if !vhost_watchable(COUNT) {
+    if !vhost_watchable(COUNT, &[]) {
         return;
     }
     counts_match(None, "fentry", "f");
@@ -170,7 +170,7 @@ fn counts_match_a_user_space_vring_driver_under_fentry_and_kprobes() {
 #[test]
 fn a_guest_that_suppresses_interrupts_gets_no_signal() {
     require_root();
-    if !vhost_watchable(COUNT) {
+    if !vhost_watchable(COUNT, &[]) {
         return;
     }
     let _serial = serial();
@@ -198,7 +198,7 @@ fn a_guest_that_suppresses_interrupts_gets_no_signal() {
 #[test]
 fn the_text_report_has_a_row_per_virtqueue_with_units() {
     require_root();
-    if !vhost_watchable(COUNT) {
+    if !vhost_watchable(COUNT, &[]) {
         return;
     }
     let _serial = serial();
@@ -239,4 +239,117 @@ fn the_text_report_has_a_row_per_virtqueue_with_units() {
         "{:#?}",
         out.stdout
     );
+}
+
+const TAP_VHOST: &str = env!("CARGO_BIN_EXE_tun_to_vhost_queue_status_simple_summary");
+
+/// The tap queue's rows summed over every interval: (xmit, full, drops) of its ring, (used,
+/// calls, signals, empty calls) of its RX virtqueue, used of its TX virtqueue; and the last
+/// RX virtqueue entry.
+#[derive(Debug, Default)]
+struct QueueSums {
+    xmit: u64,
+    full: u64,
+    drops: u64,
+    rx_used: u64,
+    rx_calls: u64,
+    rx_signals: u64,
+    rx_empty_calls: u64,
+    tx_used: u64,
+    last_rx: Value,
+}
+
+fn queue_sums(out: &ToolOutput, queue: u64) -> QueueSums {
+    let mut s = QueueSums::default();
+    for v in out.json().iter().filter(|v| v["type"] == "interval") {
+        for q in v["queues"].as_array().expect("queues") {
+            if q["queue"] != queue {
+                continue;
+            }
+            let n = |x: &Value, k: &str| x[k].as_u64().unwrap_or(0);
+            s.xmit += n(&q["ring"], "xmit");
+            s.full += n(&q["ring"], "full");
+            s.drops += n(&q["ring"], "drops");
+            s.rx_used += n(&q["rx"], "used");
+            s.rx_calls += n(&q["rx"], "signal_calls");
+            s.rx_signals += n(&q["rx"], "signals");
+            s.rx_empty_calls += n(&q["rx"], "empty_calls");
+            s.tx_used += n(&q["tx"], "used");
+            if !q["rx"].is_null() {
+                s.last_rx = q["rx"].clone();
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn the_tap_ring_and_its_virtqueues_line_up_per_queue() {
+    require_root();
+    if !vhost_watchable(TAP_VHOST, &["-d", "lo"]) {
+        return;
+    }
+    let _serial = serial();
+    let ns = format!("np-vhq-{}", std::process::id());
+    let tap = "npvhq";
+    let mut dev = VhostNet::create(&ns, tap).unwrap_or_else(|e| panic!("{e}"));
+    let tool = ToolRun::start(
+        TAP_VHOST,
+        &["-d", tap, "--netns", &ns, "-i", "0.5", "--json"],
+    );
+    quiet(|| {
+        dev.deliver(10, WAIT).unwrap_or_else(|e| panic!("{e}"));
+        dev.transmit(5, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    });
+    let rx_calls = dev.take_rx_calls();
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let s = queue_sums(&out, 0);
+    assert_eq!((s.xmit, s.full, s.drops), (10, 0, 0), "{s:#?}");
+    assert_eq!(s.rx_used, 10, "{s:#?}");
+    assert_eq!(s.rx_signals, rx_calls, "{s:#?}");
+    assert_eq!(s.tx_used, 5, "{s:#?}");
+    assert_eq!(s.last_rx["device"], tap, "{s:#?}");
+}
+
+#[test]
+fn a_guest_out_of_buffers_fills_the_tap_ring() {
+    require_root();
+    if !vhost_watchable(TAP_VHOST, &["-d", "lo"]) {
+        return;
+    }
+    let _serial = serial();
+    let ns = format!("np-vhs-{}", std::process::id());
+    let tap = "npvhs";
+    let dev = VhostNet::create(&ns, tap).unwrap_or_else(|e| panic!("{e}"));
+    dev.set_txqueuelen(64);
+    let tool = ToolRun::start(
+        TAP_VHOST,
+        &["-d", tap, "--netns", &ns, "-i", "0.5", "--json"],
+    );
+    // Twice what the posted buffers, the tap's ring and vhost's own batch can hold.
+    const SENT: usize = 600;
+    quiet(|| dev.flood(SENT));
+    wait_until("vhost filled every posted buffer", WAIT, || {
+        dev.rx_used() == VhostNet::RX_BUFFERS
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    assert_eq!(
+        dev.rx_used(),
+        VhostNet::RX_BUFFERS,
+        "no buffer past those posted"
+    );
+    let s = queue_sums(&out, 0);
+    assert_eq!(s.xmit, SENT as u64, "{s:#?}");
+    assert_eq!(s.rx_used, u64::from(VhostNet::RX_BUFFERS), "{s:#?}");
+    assert!(s.full > 0 && s.full < SENT as u64, "{s:#?}");
+    assert_eq!(
+        s.drops, s.full,
+        "each full xmit is a FULL_RING drop: {s:#?}"
+    );
+    // The diagnosis: the guest posted nothing more.
+    assert!(s.rx_empty_calls >= 1, "{s:#?}");
+    assert_eq!(s.last_rx["last"]["pending"], 0, "{s:#?}");
 }

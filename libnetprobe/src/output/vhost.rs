@@ -1,6 +1,7 @@
 //! Text rendering of vhost virtqueue summaries.
 use crate::output::Table;
 use crate::run::IntervalInfo;
+use crate::sets::tap_vhost::TapVhostReport;
 use crate::sets::vhost::{Role, VhostReport};
 use std::fmt::Write as _;
 
@@ -108,6 +109,61 @@ pub fn state_text(tool: &str, info: &IntervalInfo, r: &VhostReport) -> String {
     }
     if t.is_empty() {
         let _ = writeln!(out, "(no virtqueue completed a buffer)");
+    } else {
+        out.push_str(&t.render());
+    }
+    let _ = writeln!(out, "{}", r.stats.line());
+    out
+}
+
+/// Text of one interval of a tap and its virtqueues: a row per tap queue, the ring toward the
+/// VM next to the RX virtqueue that empties it and the TX one that writes to it.
+pub fn tap_vhost_text(tool: &str, info: &IntervalInfo, r: &TapVhostReport) -> String {
+    let mut out = crate::output::interval_header(tool, info.elapsed, info.now);
+    let _ = writeln!(
+        out,
+        "device {}: {} active queue(s)",
+        r.ifname,
+        r.queues.len()
+    );
+    let mut t = Table::new(&[
+        "QUEUE",
+        "XMIT (pkts)",
+        "FULL (pkts)",
+        "MAX FILL (pkts)",
+        "DROPS (pkts)",
+        "RX USED (bufs)",
+        "RX CALLS",
+        "RX SIGNALS (irqs)",
+        "AVAIL PENDING (entries)",
+        "EMPTY CALLS",
+        "NO_INTERRUPT CALLS",
+        "TX USED (bufs)",
+        "TX SIGNALS (irqs)",
+    ]);
+    let dash = || "-".to_string();
+    for q in &r.queues {
+        let ring = q.ring.as_ref();
+        let rx = q.rx.as_ref();
+        let tx = q.tx.as_ref();
+        t.row(vec![
+            q.queue.to_string(),
+            ring.map_or_else(dash, |g| g.xmit.to_string()),
+            ring.map_or_else(dash, |g| g.full.to_string()),
+            ring.map_or_else(dash, |g| g.max_pending.to_string()),
+            ring.map_or_else(dash, |g| g.drops.to_string()),
+            rx.map_or_else(dash, |v| v.used.to_string()),
+            rx.map_or_else(dash, |v| v.signal_calls.to_string()),
+            rx.map_or_else(dash, |v| v.signals.to_string()),
+            rx.map_or_else(dash, |v| v.last.pending.to_string()),
+            rx.map_or_else(dash, |v| v.empty_calls.to_string()),
+            rx.map_or_else(dash, |v| v.no_interrupt_calls.to_string()),
+            tx.map_or_else(dash, |v| v.used.to_string()),
+            tx.map_or_else(dash, |v| v.signals.to_string()),
+        ]);
+    }
+    if t.is_empty() {
+        let _ = writeln!(out, "(no packets on the tap's queues)");
     } else {
         out.push_str(&t.render());
     }

@@ -4,6 +4,7 @@ pub mod drop;
 pub mod flow;
 pub mod kvm;
 pub mod latency;
+pub mod tap_vhost;
 pub mod tun;
 pub mod vhost;
 pub mod virtio;

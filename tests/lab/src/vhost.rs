@@ -433,6 +433,36 @@ impl VhostNet {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Sends `count` frames into the tap without waiting for them or posting buffers again:
+    /// past the posted buffers they wait in the tap's ring, and past its size they are dropped.
+    pub fn flood(&self, count: usize) {
+        let frame = crate::eth_frame([0xff; 6], [2, 0, 0, 0, 0, 1], ETHERTYPE, b"netprobe flood");
+        send_raw_frames(&self.ns, &self.tap, &frame, count);
+    }
+
+    /// The RX ring's used index: buffers vhost filled so far (mod 2^16).
+    pub fn rx_used(&self) -> u16 {
+        self.rx.used_idx()
+    }
+
+    /// RX buffers posted at creation (and after each `deliver`).
+    pub const RX_BUFFERS: u16 = RX_BUFFERS;
+
+    /// Sets the tap's txqueuelen: its ring's size toward the "guest".
+    pub fn set_txqueuelen(&self, len: u32) {
+        ns_exec(
+            &self.ns,
+            &[
+                "ip",
+                "link",
+                "set",
+                &self.tap,
+                "txqueuelen",
+                &len.to_string(),
+            ],
+        );
+    }
+
     /// Signals of the RX queue's call eventfd since the last call (reads and resets it).
     pub fn take_rx_calls(&self) -> u64 {
         self.rx.take_calls()

@@ -327,6 +327,7 @@ fn a_guest_out_of_buffers_fills_the_tap_ring() {
         TAP_VHOST,
         &["-d", tap, "--netns", &ns, "-i", "0.5", "--json"],
     );
+    let text = ToolRun::start(TAP_VHOST, &["-d", tap, "--netns", &ns, "-i", "60"]);
     // Twice what the posted buffers, the tap's ring and vhost's own batch can hold.
     const SENT: usize = 600;
     quiet(|| dev.flood(SENT));
@@ -336,6 +337,18 @@ fn a_guest_out_of_buffers_fills_the_tap_ring() {
     std::thread::sleep(Duration::from_millis(300));
     let out = tool.stop(Signal::SIGINT);
     assert!(out.status.success(), "{:?}", out.stderr);
+    let text = text.stop(Signal::SIGINT);
+    assert!(text.status.success(), "{:?}", text.stderr);
+    // Uncaptured, so the VM log shows a real sample for the README.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{}", text.stdout.join("\n"));
+    assert!(
+        text.stdout.iter().any(|l| l.starts_with("QUEUE")
+            && l.contains("RX USED (bufs)")
+            && l.contains("FULL (pkts)")),
+        "{:#?}",
+        text.stdout
+    );
     assert_eq!(
         dev.rx_used(),
         VhostNet::RX_BUFFERS,
@@ -345,8 +358,11 @@ fn a_guest_out_of_buffers_fills_the_tap_ring() {
     assert_eq!(s.xmit, SENT as u64, "{s:#?}");
     assert_eq!(s.rx_used, u64::from(VhostNet::RX_BUFFERS), "{s:#?}");
     assert!(s.full > 0 && s.full < SENT as u64, "{s:#?}");
-    assert_eq!(
-        s.drops, s.full,
+    // A full xmit is a FULL_RING drop, but for a race at the edge: the ring is read just
+    // before tun_net_xmit produces, and vhost may free a slot in between (seen: 409 full, 408
+    // dropped).
+    assert!(
+        s.drops <= s.full && s.full - s.drops <= 2,
         "each full xmit is a FULL_RING drop: {s:#?}"
     );
     // The diagnosis: the guest posted nothing more.

@@ -128,3 +128,74 @@ impl IntervalSource for TapVhostProbe {
         self.tun.options().netns.as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sets::vhost::VqState;
+
+    fn vq(queue: u16, role: Role, used: u64) -> VirtqueueEntry {
+        VirtqueueEntry {
+            vmm_pid: 1,
+            worker_tid: 2,
+            worker_comm: "vhost-1".into(),
+            role,
+            vq: format!("{used:#x}"),
+            eventfd: "0x1".into(),
+            device: Some("vnet0".into()),
+            queue: Some(queue),
+            signal_calls: 1,
+            used,
+            signals: 1,
+            handle_runs: None,
+            tap_reads: None,
+            tap_writes: None,
+            max_pending: 0,
+            empty_calls: 0,
+            no_interrupt_calls: 0,
+            last: VqState {
+                num: 256,
+                last_avail_idx: 0,
+                avail_idx: 0,
+                last_used_idx: 0,
+                pending: 0,
+                signalled_used: None,
+                event_idx: false,
+                avail_flags: None,
+                used_event: None,
+            },
+        }
+    }
+
+    #[test]
+    fn rings_and_virtqueues_meet_by_tap_queue() {
+        let ring = |queue| QueueReport {
+            queue,
+            xmit: 5,
+            ..QueueReport::default()
+        };
+        let rows = join(
+            vec![ring(0), ring(2)],
+            vec![vq(0, Role::Rx, 5), vq(0, Role::Tx, 3), vq(1, Role::Rx, 7)],
+        );
+        let got: Vec<(u32, bool, Option<u64>, Option<u64>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.queue,
+                    r.ring.is_some(),
+                    r.rx.as_ref().map(|v| v.used),
+                    r.tx.as_ref().map(|v| v.used),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, true, Some(5), Some(3)),
+                (1, false, Some(7), None),
+                (2, true, None, None)
+            ]
+        );
+    }
+}

@@ -190,6 +190,37 @@ static __always_inline int on_eventfd_signal(struct eventfd_ctx *ctx)
 	return 0;
 }
 
+#define NP_EPOLLIN 0x1
+#define NP_KVM_IRQ_ROUTING_MSI 2
+
+/* KVM's irqfd woken by a call eventfd of a virtqueue: its GSI, MSI vector and VM. */
+static __always_inline int on_irqfd_wakeup(wait_queue_entry_t *wait, __u64 key)
+{
+	struct kvm_kernel_irqfd *irqfd;
+	struct vhost_vq_stats *s;
+	__u64 ctx, *vq;
+
+	if (!(key & NP_EPOLLIN) || !bpf_core_type_exists(struct kvm_kernel_irqfd))
+		return 0;
+	irqfd = (void *)wait - bpf_core_field_offset(struct kvm_kernel_irqfd, wait);
+	ctx = (__u64)BPF_CORE_READ(irqfd, eventfd);
+	vq = bpf_map_lookup_elem(&call_vq, &ctx);
+	if (!vq)
+		return 0;
+	s = vq_stats_of(*vq);
+	if (!s)
+		return 0;
+	__sync_fetch_and_add(&s->irqfd_wakeups, 1);
+	s->irqfd_gsi = BPF_CORE_READ(irqfd, gsi);
+	if (BPF_CORE_READ(irqfd, irq_entry.type) == NP_KVM_IRQ_ROUTING_MSI) {
+		s->irqfd_vector = BPF_CORE_READ(irqfd, irq_entry.msi.data) & 0xff;
+		s->irqfd_msi = 1;
+	}
+	s->vm_pid = BPF_CORE_READ(irqfd, kvm, userspace_pid);
+	s->irqfd_seen = 1;
+	return 0;
+}
+
 static __always_inline int on_handle(struct vhost_net *net, int tx)
 {
 	struct vhost_vq_stats *s;
@@ -289,6 +320,19 @@ SEC("kprobe/eventfd_signal")
 int BPF_KPROBE(vhost_eventfd_kp, struct eventfd_ctx *efd)
 {
 	return on_eventfd_signal(efd);
+}
+
+/* A kprobe first: fentry on irqfd_wakeup attaches but never runs on 6.12 (virt.md, 4). */
+SEC("kprobe/irqfd_wakeup")
+int BPF_KPROBE(vhost_irqfd_kp, wait_queue_entry_t *wait, unsigned int mode, int sync, void *key)
+{
+	return on_irqfd_wakeup(wait, (__u64)key);
+}
+
+SEC("fentry/irqfd_wakeup")
+int BPF_PROG(vhost_irqfd_fe, wait_queue_entry_t *wait, unsigned int mode, int sync, void *key)
+{
+	return on_irqfd_wakeup(wait, (__u64)key);
 }
 
 SEC("fentry/handle_rx")

@@ -369,3 +369,68 @@ fn a_guest_out_of_buffers_fills_the_tap_ring() {
     assert!(s.rx_empty_calls >= 1, "{s:#?}");
     assert_eq!(s.last_rx["last"]["pending"], 0, "{s:#?}");
 }
+
+const CHAIN: &str = env!("CARGO_BIN_EXE_tun_tx_to_kvm_irq");
+
+#[test]
+fn the_chain_from_the_tap_to_the_guests_interrupt_counts_each_link() {
+    use netprobe_lab::kvm::{KvmIrqLab, MSI_GSI, MSI_VECTOR};
+    require_root();
+    if !vhost_watchable(CHAIN, &["-d", "lo"]) {
+        return;
+    }
+    let _serial = serial();
+    let mut kvm = KvmIrqLab::create().unwrap_or_else(|e| panic!("{e}"));
+    kvm.run_guest().unwrap_or_else(|e| panic!("{e}"));
+    let ns = format!("np-vhc-{}", std::process::id());
+    let tap = "npvhc";
+    let call = kvm.msi_irqfd_eventfd().unwrap_or_else(|e| panic!("{e}"));
+    let mut dev = VhostNet::create_with_rx_call(&ns, tap, call).unwrap_or_else(|e| panic!("{e}"));
+    let tool = ToolRun::start(CHAIN, &["-d", tap, "--netns", &ns, "-i", "0.5", "--json"]);
+    let text = ToolRun::start(CHAIN, &["-d", tap, "--netns", &ns, "-i", "60"]);
+    quiet(|| dev.deliver(10, WAIT).unwrap_or_else(|e| panic!("{e}")));
+    let guest = kvm.guest().expect("the guest runs");
+    guest
+        .wait_taken(MSI_VECTOR, 1, WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let text = text.stop(Signal::SIGINT);
+    assert!(text.status.success(), "{:?}", text.stderr);
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{}", text.stdout.join("\n"));
+
+    let (mut xmit, mut used, mut signals, mut wakeups, mut accepted) = (0, 0, 0, 0, 0);
+    let mut last = Value::Null;
+    for v in out.json().iter().filter(|v| v["type"] == "interval") {
+        for q in v["queues"].as_array().expect("queues") {
+            assert_eq!(q["queue"], 0, "{q:#}");
+            let n = |k: &str| q[k].as_u64().unwrap_or(0);
+            xmit += n("xmit");
+            used += n("used");
+            signals += n("signals");
+            wakeups += n("irqfd_wakeups");
+            accepted += n("accepted");
+            if !q["gsi"].is_null() {
+                last = q.clone();
+            }
+        }
+    }
+    assert_eq!((xmit, used), (10, 10), "{:#?}", out.stdout);
+    assert!(signals >= 1, "{:#?}", out.stdout);
+    assert_eq!(
+        wakeups, signals,
+        "each signal woke the irqfd: {:#?}",
+        out.stdout
+    );
+    assert_eq!(
+        accepted, wakeups,
+        "each wakeup was accepted: {:#?}",
+        out.stdout
+    );
+    assert_eq!(last["gsi"], MSI_GSI, "{last:#}");
+    assert_eq!(last["vector"], MSI_VECTOR, "{last:#}");
+    assert_eq!(last["vm_pid"], u64::from(std::process::id()), "{last:#}");
+    drop(dev);
+    kvm.stop_guest().unwrap_or_else(|e| panic!("{e}"));
+}

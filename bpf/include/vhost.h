@@ -44,6 +44,13 @@ struct vhost_vq_stats {
 	__u32 empty_calls;       /* calls that found no avail entry left (avail_idx == last_avail_idx) */
 	__u32 no_interrupt;      /* calls that found the guest's VRING_AVAIL_F_NO_INTERRUPT set */
 	__u32 pad;
+	__u64 irqfd_wakeups;     /* KVM irqfd wakeups (EPOLLIN) on the call eventfd */
+	__u32 irqfd_gsi;         /* with irqfd_seen: the irqfd's GSI */
+	__u32 irqfd_vector;      /* with irqfd_msi: the vector of its MSI route */
+	__u32 vm_pid;            /* with irqfd_seen: the irqfd's VM (kvm->userspace_pid) */
+	__u8 irqfd_seen;
+	__u8 irqfd_msi;          /* the GSI routes to an MSI */
+	__u8 pad2[2];
 };
 
 /* What a virtqueue is and its last state (kept across intervals). */

@@ -1,6 +1,7 @@
 //! Text rendering of vhost virtqueue summaries.
 use crate::output::Table;
 use crate::run::IntervalInfo;
+use crate::sets::irq_chain::ChainReport;
 use crate::sets::tap_vhost::TapVhostReport;
 use crate::sets::vhost::{Role, VhostReport};
 use std::fmt::Write as _;
@@ -168,5 +169,56 @@ pub fn tap_vhost_text(tool: &str, info: &IntervalInfo, r: &TapVhostReport) -> St
         out.push_str(&t.render());
     }
     let _ = writeln!(out, "{}", r.stats.line());
+    out
+}
+
+/// Text of one interval of a tap's chains toward the VM: a row per queue, each link's count.
+pub fn chain_text(tool: &str, info: &IntervalInfo, r: &ChainReport) -> String {
+    let mut out = crate::output::interval_header(tool, info.elapsed, info.now);
+    let _ = writeln!(
+        out,
+        "device {}: {} active queue(s)",
+        r.ifname,
+        r.queues.len()
+    );
+    let mut t = Table::new(&[
+        "QUEUE",
+        "XMIT (pkts)",
+        "DROPS (pkts)",
+        "USED (bufs)",
+        "CALLS",
+        "SIGNALS (irqs)",
+        "IRQFD (irqs)",
+        "GSI",
+        "VECTOR",
+        "VM PID",
+        "ACCEPTED (irqs)",
+    ]);
+    let dash = || "-".to_string();
+    for q in &r.queues {
+        t.row(vec![
+            q.queue.to_string(),
+            q.xmit.to_string(),
+            q.drops.to_string(),
+            q.used.to_string(),
+            q.signal_calls.to_string(),
+            q.signals.to_string(),
+            q.irqfd_wakeups.map_or_else(dash, |n| n.to_string()),
+            q.gsi.map_or_else(dash, |n| n.to_string()),
+            q.vector.map_or_else(dash, |v| format!("0x{v:02x}")),
+            q.vm_pid.map_or_else(dash, |n| n.to_string()),
+            q.accepted.map_or_else(dash, |n| n.to_string()),
+        ]);
+    }
+    if t.is_empty() {
+        let _ = writeln!(out, "(no packets on the tap's queues)");
+    } else {
+        out.push_str(&t.render());
+    }
+    let _ = writeln!(
+        out,
+        "ACCEPTED counts the VM's acceptances of the vector from every source; {}",
+        r.stats.line()
+    );
     out
 }

@@ -2,6 +2,7 @@
 //! through [`crate::kit`] and turns what they report into domain types.
 pub mod drop;
 pub mod flow;
+pub mod irq_chain;
 pub mod kvm;
 pub mod latency;
 pub mod tap_vhost;

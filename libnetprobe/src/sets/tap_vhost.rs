@@ -153,6 +153,7 @@ mod tests {
             max_pending: 0,
             empty_calls: 0,
             no_interrupt_calls: 0,
+            irqfd: None,
             last: VqState {
                 num: 256,
                 last_avail_idx: 0,

@@ -45,6 +45,8 @@ pub const POINT_HANDLE_TX: &str = "handle tx";
 pub const POINT_RECVMSG: &str = "tap read";
 /// Probe point: the worker writing to a tap queue.
 pub const POINT_SENDMSG: &str = "tap write";
+/// Probe point: KVM's irqfd woken by a call eventfd (the guest's interrupt on its way).
+pub const POINT_IRQFD: &str = "irqfd wakeup";
 
 /// The set as plans and `netprobe_check` see it.
 pub struct VhostSet;
@@ -104,6 +106,14 @@ impl ProbeSet for VhostSet {
                 "vhost_tun_sendmsg_fe",
                 "vhost_tun_sendmsg_kp",
             ),
+            // A kprobe first: fentry on irqfd_wakeup attaches but never runs on 6.12.
+            ProbePoint {
+                name: POINT_IRQFD,
+                required: false,
+                candidates: Vec::new(),
+            }
+            .or(ProbeKind::Kprobe, "irqfd_wakeup", "vhost_irqfd_kp")
+            .or(ProbeKind::Fentry, "irqfd_wakeup", "vhost_irqfd_fe"),
         ]
     }
 }
@@ -172,6 +182,31 @@ impl VqState {
     }
 }
 
+/// The KVM irqfd a virtqueue's call eventfd wakes: the guest interrupt its signals become.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IrqfdView {
+    /// irqfd wakeups (EPOLLIN) by the call eventfd: one per signal that reached KVM.
+    pub wakeups: u64,
+    /// The irqfd's GSI, once one woke.
+    pub gsi: Option<u32>,
+    /// The vector its MSI route sends, where the route is an MSI.
+    pub vector: Option<u8>,
+    /// The irqfd's VM (the VMM's pid, `kvm->userspace_pid`), once one woke.
+    pub vm_pid: Option<u32>,
+}
+
+impl IrqfdView {
+    fn of(s: &types::vhost_vq_stats) -> Self {
+        let seen = s.irqfd_seen != 0;
+        Self {
+            wakeups: s.irqfd_wakeups,
+            gsi: seen.then_some(s.irqfd_gsi),
+            vector: (seen && s.irqfd_msi != 0).then_some(s.irqfd_vector as u8),
+            vm_pid: seen.then_some(s.vm_pid),
+        }
+    }
+}
+
 /// One virtqueue over an interval.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VirtqueueEntry {
@@ -209,6 +244,8 @@ pub struct VirtqueueEntry {
     pub empty_calls: u32,
     /// Calls that found the guest's `VRING_AVAIL_F_NO_INTERRUPT` set.
     pub no_interrupt_calls: u32,
+    /// The KVM irqfd of its call eventfd; `None` where `irqfd_wakeup` is not hooked.
+    pub irqfd: Option<IrqfdView>,
     /// The state at the last call.
     pub last: VqState,
 }
@@ -347,10 +384,11 @@ impl VhostProbe {
         }
         let plan = &self.set.plan;
         let hooked = |p: &str| plan.chosen_for(p).is_some();
-        let (handles, reads, writes) = (
+        let (handles, reads, writes, irqfds) = (
             hooked(POINT_HANDLE_RX) && hooked(POINT_HANDLE_TX),
             hooked(POINT_RECVMSG),
             hooked(POINT_SENDMSG),
+            hooked(POINT_IRQFD),
         );
         let mut queues = Vec::new();
         for (vq, s) in raw {
@@ -384,6 +422,7 @@ impl VhostProbe {
                 max_pending: s.max_pending,
                 empty_calls: s.empty_calls,
                 no_interrupt_calls: s.no_interrupt,
+                irqfd: irqfds.then(|| IrqfdView::of(&s)),
                 last: VqState::of(&info.last),
             };
             if self.wanted(&entry) {

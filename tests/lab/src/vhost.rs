@@ -199,8 +199,18 @@ impl Ring {
         Ok(())
     }
 
-    /// Reads and resets the call eventfd: the signals since the last read.
+    /// Reads and resets the call eventfd: the signals since the last read (0 without a wait
+    /// where it is empty, also for a blocking eventfd such as an irqfd's).
     fn take_calls(&self) -> u64 {
+        let mut pfd = libc::pollfd {
+            fd: self.call.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, no wait.
+        if unsafe { libc::poll(&mut pfd, 1, 0) } != 1 {
+            return 0;
+        }
         let mut v = [0u8; 8];
         // SAFETY: an 8-byte read from a non-blocking eventfd.
         let n = unsafe { libc::read(self.call.as_raw_fd(), v.as_mut_ptr().cast(), 8) };
@@ -256,10 +266,19 @@ impl VhostNet {
     /// virtqueues on the tap, RX buffers posted.
     pub fn create(ns: &str, tap: &str) -> Result<VhostNet, String> {
         create_quiet_netns(ns);
-        Self::build(ns, tap).inspect_err(|_| delete_netns(ns))
+        Self::build(ns, tap, None).inspect_err(|_| delete_netns(ns))
     }
 
-    fn build(ns: &str, tap: &str) -> Result<VhostNet, String> {
+    /// As [`VhostNet::create`], with `rx_call` as the RX virtqueue's call eventfd: a KVM
+    /// irqfd's (`KvmIrqLab::msi_irqfd_eventfd`), so that vhost's signals become the VM's
+    /// interrupts, as in production. KVM consumes that eventfd's count, so
+    /// [`VhostNet::take_rx_calls`] reads 0.
+    pub fn create_with_rx_call(ns: &str, tap: &str, rx_call: OwnedFd) -> Result<VhostNet, String> {
+        create_quiet_netns(ns);
+        Self::build(ns, tap, Some(rx_call)).inspect_err(|_| delete_netns(ns))
+    }
+
+    fn build(ns: &str, tap: &str, rx_call: Option<OwnedFd>) -> Result<VhostNet, String> {
         let tap_file = open_tap(tap)?;
         run_cmd(
             Command::new("ip").args(["link", "set", tap, "netns", ns]),
@@ -316,9 +335,9 @@ impl VhostNet {
                 "VHOST_SET_MEM_TABLE",
             )?
         };
-        let rx = setup_ring(&vhost, 0, region.0)?;
+        let rx = setup_ring(&vhost, 0, region.0, rx_call)?;
         // SAFETY: the second half of the region.
-        let tx = setup_ring(&vhost, 1, unsafe { region.0.add(REGION / 2) })?;
+        let tx = setup_ring(&vhost, 1, unsafe { region.0.add(REGION / 2) }, None)?;
         let mut dev = VhostNet {
             tap: tap.to_owned(),
             ns: ns.to_owned(),
@@ -524,11 +543,20 @@ fn open_tap(name: &str) -> Result<File, String> {
     Ok(file)
 }
 
-fn setup_ring(vhost: &OwnedFd, index: u32, base: *mut u8) -> Result<Ring, String> {
+fn setup_ring(
+    vhost: &OwnedFd,
+    index: u32,
+    base: *mut u8,
+    call: Option<OwnedFd>,
+) -> Result<Ring, String> {
+    let call = match call {
+        Some(fd) => fd,
+        None => eventfd(libc::EFD_NONBLOCK)?,
+    };
     let ring = Ring {
         base,
         kick: eventfd(0)?,
-        call: eventfd(libc::EFD_NONBLOCK)?,
+        call,
         avail_idx: 0,
         used_seen: 0,
     };

@@ -484,6 +484,14 @@ impl KvmIrqLab {
         guest.stop(|| self.signal_msi_vector(STOP_VECTOR))
     }
 
+    /// A second descriptor of the MSI irqfd's eventfd: another writer's end, such as a vhost
+    /// virtqueue's call eventfd (whoever signals it, KVM injects [`MSI_VECTOR`]).
+    pub fn msi_irqfd_eventfd(&self) -> Result<OwnedFd, String> {
+        self.msi_irqfd
+            .try_clone()
+            .map_err(|e| format!("dup the MSI irqfd's eventfd: {e}"))
+    }
+
     /// Signals the MSI irqfd (KVM injects in this thread, before the write returns).
     pub fn signal_msi_irqfd(&self) -> Result<(), String> {
         write_eventfd(&self.msi_irqfd)

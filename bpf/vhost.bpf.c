@@ -86,6 +86,15 @@ struct {
 	__type(value, struct vhost_sock_stats);
 } sock_stats SEC(".maps");
 
+/* Worker thread -> the RX virtqueue its handle_rx serves (for kretprobes, which see no
+ * arguments). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} rx_of_thread SEC(".maps");
+
 static __always_inline struct vhost_vq_stats *vq_stats_of(__u64 vq)
 {
 	struct vhost_vq_stats zero = {}, *s = bpf_map_lookup_elem(&vq_stats, &vq);
@@ -230,9 +239,29 @@ static __always_inline int on_handle(struct vhost_net *net, int tx)
 		return 0;
 	vq = tx ? (__u64)__builtin_preserve_access_index(&net->vqs[1].vq)
 		: (__u64)__builtin_preserve_access_index(&net->vqs[0].vq);
+	if (!tx) {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+		bpf_map_update_elem(&rx_of_thread, &tid, &vq, BPF_ANY);
+	}
 	s = vq_stats_of(vq);
 	if (s)
 		__sync_fetch_and_add(&s->handle, 1);
+	return 0;
+}
+
+/* vhost_net_buf_peek returned the length of the next packet in vhost's batch, 0 if empty. */
+static __always_inline int on_buf_peek(__u64 vq, int len)
+{
+	struct vhost_vq_stats *s = vq_stats_of(vq);
+
+	if (!s)
+		return 0;
+	__sync_fetch_and_add(&s->peeks, 1);
+	if (len <= 0)
+		__sync_fetch_and_add(&s->empty_peeks, 1);
+	else
+		__sync_fetch_and_add(&s->peek_bytes, len);
 	return 0;
 }
 
@@ -333,6 +362,21 @@ SEC("fentry/irqfd_wakeup")
 int BPF_PROG(vhost_irqfd_fe, wait_queue_entry_t *wait, unsigned int mode, int sync, void *key)
 {
 	return on_irqfd_wakeup(wait, (__u64)key);
+}
+
+SEC("fexit/vhost_net_buf_peek")
+int BPF_PROG(vhost_peek_fx, struct vhost_net_virtqueue *nvq, int ret)
+{
+	return on_buf_peek((__u64)__builtin_preserve_access_index(&nvq->vq), ret);
+}
+
+SEC("kretprobe/vhost_net_buf_peek")
+int BPF_KRETPROBE(vhost_peek_krp, int ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *vq = bpf_map_lookup_elem(&rx_of_thread, &tid);
+
+	return vq ? on_buf_peek(*vq, ret) : 0;
 }
 
 SEC("fentry/handle_rx")

@@ -434,3 +434,46 @@ fn the_chain_from_the_tap_to_the_guests_interrupt_counts_each_link() {
     drop(dev);
     kvm.stop_guest().unwrap_or_else(|e| panic!("{e}"));
 }
+
+const PEEK: &str = env!("CARGO_BIN_EXE_vhost_buf_peek_stats");
+
+#[test]
+fn buf_peeks_see_each_packet_once_under_fexit_and_kretprobes() {
+    require_root();
+    if !vhost_watchable(PEEK, &[]) {
+        return;
+    }
+    for (disable, kind, tag) in [(None, "fexit", "x"), (Some("fentry"), "kretprobe", "r")] {
+        let _serial = serial();
+        let ns = format!("np-vhp{tag}-{}", std::process::id());
+        let tap = format!("npvhp{tag}");
+        let mut dev = VhostNet::create(&ns, &tap).unwrap_or_else(|e| panic!("{e}"));
+        let tool = start(PEEK, disable, &["--json", "-i", "0.5", "-d", &tap]);
+        let ready = tool.stderr_so_far().join("\n");
+        assert!(
+            ready.contains(&format!("{kind}/vhost_net_buf_peek")),
+            "{ready}"
+        );
+        quiet(|| dev.deliver(10, WAIT).unwrap_or_else(|e| panic!("{e}")));
+        let out = tool.stop(Signal::SIGINT);
+        assert!(out.status.success(), "{:?}", out.stderr);
+        let (mut peeks, mut empty, mut bytes) = (0, 0, 0.0);
+        for v in out.json().iter().filter(|v| v["type"] == "interval") {
+            for q in v["queues"].as_array().expect("queues") {
+                if q["device"] != tap.as_str() || q["role"] != "rx" {
+                    assert!(q["buf_peeks"].is_null(), "{q:#}");
+                    continue;
+                }
+                let p = &q["buf_peeks"];
+                let n = p["peeks"].as_u64().unwrap() - p["empty"].as_u64().unwrap();
+                peeks += n;
+                empty += p["empty"].as_u64().unwrap();
+                bytes += n as f64 * p["mean_len_bytes"].as_f64().unwrap();
+            }
+        }
+        // One peek per packet in handle_rx's loop; an empty one where a batch ran out.
+        assert_eq!(peeks, 10, "{kind}: {:#?}", out.stdout);
+        assert!(empty >= 1, "{kind}: {:#?}", out.stdout);
+        assert_eq!(bytes / peeks as f64, 60.0, "{kind}: the frames' length");
+    }
+}

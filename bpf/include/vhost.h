@@ -51,6 +51,9 @@ struct vhost_vq_stats {
 	__u8 irqfd_seen;
 	__u8 irqfd_msi;          /* the GSI routes to an MSI */
 	__u8 pad2[2];
+	__u64 peeks;             /* vhost_net_buf_peek: the RX worker looking at its next packet */
+	__u64 empty_peeks;       /* ... that found vhost's batch empty (returned 0) */
+	__u64 peek_bytes;        /* sum of the lengths the others returned */
 };
 
 /* What a virtqueue is and its last state (kept across intervals). */

@@ -222,3 +222,42 @@ pub fn chain_text(tool: &str, info: &IntervalInfo, r: &ChainReport) -> String {
     );
     out
 }
+
+/// Text of one interval of `vhost_net_buf_peek` returns: a row per RX virtqueue.
+pub fn peek_text(tool: &str, info: &IntervalInfo, r: &VhostReport) -> String {
+    let mut out = crate::output::interval_header(tool, info.elapsed, info.now);
+    let mut t = Table::new(&[
+        "VMM PID",
+        "WORKER",
+        "TAP",
+        "QUEUE",
+        "VQ",
+        "PEEKS",
+        "EMPTY (ret 0)",
+        "MEAN LEN (bytes)",
+        "USED (bufs)",
+    ]);
+    for q in r.queues.iter().filter(|q| q.role == Role::Rx) {
+        let Some(p) = &q.buf_peeks else {
+            continue;
+        };
+        t.row(vec![
+            q.vmm_pid.to_string(),
+            format!("{} ({})", q.worker_comm, q.worker_tid),
+            q.device.clone().unwrap_or_else(|| "-".into()),
+            q.queue.map_or_else(|| "-".into(), |n| n.to_string()),
+            q.vq.clone(),
+            p.peeks.to_string(),
+            p.empty.to_string(),
+            format!("{:.1}", p.mean_len_bytes),
+            q.used.to_string(),
+        ]);
+    }
+    if t.is_empty() {
+        let _ = writeln!(out, "(no RX virtqueue peeked at a packet)");
+    } else {
+        out.push_str(&t.render());
+    }
+    let _ = writeln!(out, "{}", r.stats.line());
+    out
+}

@@ -15,6 +15,10 @@ pub enum ProbeKind {
     Fentry,
     /// kprobe on a function.
     Kprobe,
+    /// BPF trampoline on a function's return (its arguments and return value).
+    Fexit,
+    /// kretprobe on a function's return (its return value only).
+    Kretprobe,
     /// BTF-enabled raw tracepoint.
     TpBtf,
     /// Classic tracepoint.
@@ -27,6 +31,8 @@ impl ProbeKind {
         match self {
             ProbeKind::Fentry => "fentry",
             ProbeKind::Kprobe => "kprobe",
+            ProbeKind::Fexit => "fexit",
+            ProbeKind::Kretprobe => "kretprobe",
             ProbeKind::TpBtf => "tp_btf",
             ProbeKind::Tracepoint => "tracepoint",
         }
@@ -131,7 +137,8 @@ pub struct Plan {
 fn availability(c: &Candidate, f: &Features, btf: &KernelBtf, tracefs: Option<&Path>) -> Support {
     let (kind_support, target_ok, what) = match c.kind {
         ProbeKind::Fentry => (&f.fentry, btf.has_func(c.target), "no such function in BTF"),
-        ProbeKind::Kprobe => (
+        ProbeKind::Fexit => (&f.fentry, btf.has_func(c.target), "no such function in BTF"),
+        ProbeKind::Kprobe | ProbeKind::Kretprobe => (
             &f.kprobe,
             btf.has_kprobe_target(c.target),
             "no such function in BTF or a module's kallsyms",
@@ -244,6 +251,7 @@ impl Plan {
                 .ok_or_else(|| Error::missing(format!("program {} missing", cand.program)))?;
             let link = match cand.kind {
                 ProbeKind::Kprobe => prog.attach_kprobe(false, cand.target),
+                ProbeKind::Kretprobe => prog.attach_kprobe(true, cand.target),
                 _ => prog.attach(),
             }
             .context(|| format!("attach {} ({})", cand.program, cand.label()))?;

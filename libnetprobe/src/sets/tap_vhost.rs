@@ -154,6 +154,7 @@ mod tests {
             empty_calls: 0,
             no_interrupt_calls: 0,
             irqfd: None,
+            buf_peeks: None,
             last: VqState {
                 num: 256,
                 last_avail_idx: 0,

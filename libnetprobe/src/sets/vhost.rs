@@ -47,6 +47,8 @@ pub const POINT_RECVMSG: &str = "tap read";
 pub const POINT_SENDMSG: &str = "tap write";
 /// Probe point: KVM's irqfd woken by a call eventfd (the guest's interrupt on its way).
 pub const POINT_IRQFD: &str = "irqfd wakeup";
+/// Probe point: the RX worker looking at the next packet of its batch (`vhost_net_buf_peek`).
+pub const POINT_BUF_PEEK: &str = "buf peek";
 
 /// The set as plans and `netprobe_check` see it.
 pub struct VhostSet;
@@ -114,6 +116,14 @@ impl ProbeSet for VhostSet {
             }
             .or(ProbeKind::Kprobe, "irqfd_wakeup", "vhost_irqfd_kp")
             .or(ProbeKind::Fentry, "irqfd_wakeup", "vhost_irqfd_fe"),
+            // Its return value; a kretprobe finds the queue from the thread's handle_rx.
+            ProbePoint {
+                name: POINT_BUF_PEEK,
+                required: false,
+                candidates: Vec::new(),
+            }
+            .or(ProbeKind::Fexit, "vhost_net_buf_peek", "vhost_peek_fx")
+            .or(ProbeKind::Kretprobe, "vhost_net_buf_peek", "vhost_peek_krp"),
         ]
     }
 }
@@ -207,6 +217,34 @@ impl IrqfdView {
     }
 }
 
+/// What `vhost_net_buf_peek` returned for an RX virtqueue: the worker looking at the next
+/// packet of the batch it took from the tap's ring.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BufPeeks {
+    /// Calls.
+    pub peeks: u64,
+    /// Calls that found the batch empty (0: vhost takes the next batch from the ring, or
+    /// there is nothing to take).
+    pub empty: u64,
+    /// Mean length the others returned, bytes (the packet, without the vnet header).
+    pub mean_len_bytes: f64,
+}
+
+impl BufPeeks {
+    fn of(s: &types::vhost_vq_stats) -> Self {
+        let full = s.peeks.saturating_sub(s.empty_peeks);
+        Self {
+            peeks: s.peeks,
+            empty: s.empty_peeks,
+            mean_len_bytes: if full == 0 {
+                0.0
+            } else {
+                (s.peek_bytes as f64 / full as f64 * 10.0).round() / 10.0
+            },
+        }
+    }
+}
+
 /// One virtqueue over an interval.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VirtqueueEntry {
@@ -246,6 +284,8 @@ pub struct VirtqueueEntry {
     pub no_interrupt_calls: u32,
     /// The KVM irqfd of its call eventfd; `None` where `irqfd_wakeup` is not hooked.
     pub irqfd: Option<IrqfdView>,
+    /// `vhost_net_buf_peek` returns: RX queues where it is hooked.
+    pub buf_peeks: Option<BufPeeks>,
     /// The state at the last call.
     pub last: VqState,
 }
@@ -390,6 +430,11 @@ impl VhostProbe {
             hooked(POINT_SENDMSG),
             hooked(POINT_IRQFD),
         );
+        // A kretprobe learns its queue from handle_rx.
+        let peeks = match plan.chosen_for(POINT_BUF_PEEK) {
+            Some(c) => c.kind == ProbeKind::Fexit || hooked(POINT_HANDLE_RX),
+            None => false,
+        };
         let mut queues = Vec::new();
         for (vq, s) in raw {
             // A queue the worker ran for but never completed a buffer on has no info yet.
@@ -423,6 +468,7 @@ impl VhostProbe {
                 empty_calls: s.empty_calls,
                 no_interrupt_calls: s.no_interrupt,
                 irqfd: irqfds.then(|| IrqfdView::of(&s)),
+                buf_peeks: (peeks && role == Role::Rx).then(|| BufPeeks::of(&s)),
                 last: VqState::of(&info.last),
             };
             if self.wanted(&entry) {

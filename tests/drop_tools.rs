@@ -883,12 +883,17 @@ fn feature_probes_match_the_test_tier() {
     };
     let vm = std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm");
     for t in v["sets"].as_array().unwrap() {
-        if t["set"] == "vhost" {
-            // No tracepoints there: fentry where the vhost module has BTF, else kprobes; here
-            // (neither, nor vhost_net) nothing.
+        // Module-only sets: the VM tier has the modules, this host does not. With the
+        // module's BTF, vhost's best is fentry (it has no tracepoints) and ovs's tp_btf;
+        // without it (5.10), kprobes.
+        let module_only = [
+            ("vhost", "vhost", "fentry"),
+            ("ovs", "openvswitch", "tp_btf"),
+        ];
+        if let Some((_, module, best)) = module_only.iter().find(|m| t["set"] == m.0) {
             let chosen = &t["plan"]["choices"][0]["chosen"]["kind"];
-            match (vm, module_btf("vhost")) {
-                (true, true) => assert_eq!(chosen, "fentry", "{t:#?}"),
+            match (vm, module_btf(module)) {
+                (true, true) => assert_eq!(chosen, *best, "{t:#?}"),
                 (true, false) => assert_eq!(chosen, "kprobe", "{t:#?}"),
                 (false, _) => assert!(chosen.is_null(), "{t:#?}"),
             }
@@ -927,11 +932,11 @@ fn netprobe_check_reports_plans() {
     let vm = std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm");
     for t in v["sets"].as_array().unwrap() {
         let chosen = &t["plan"]["choices"][0]["chosen"];
-        if t["set"] == "vhost" {
-            // Functions of the vhost module only: the VM tier has it, this host does not.
+        if t["set"] == "vhost" || t["set"] == "ovs" {
+            // A module's functions and tracepoints only: the VM tier has it, this host not.
             assert_eq!(t["can_run"], vm, "{t:#?}");
             if vm {
-                assert!(chosen["kind"] == "fentry" || chosen["kind"] == "kprobe");
+                assert!(["tp_btf", "fentry", "kprobe"].contains(&chosen["kind"].as_str().unwrap()));
             }
             continue;
         }

@@ -56,6 +56,10 @@ pub mod skel {
     pub mod tun {
         include!(concat!(env!("OUT_DIR"), "/tun.skel.rs"));
     }
+    /// The ovs probe set's BPF object (the OVS datapath's slow path).
+    pub mod ovs {
+        include!(concat!(env!("OUT_DIR"), "/ovs.skel.rs"));
+    }
     /// The vhost probe set's BPF object (vhost-net virtqueues).
     pub mod vhost {
         include!(concat!(env!("OUT_DIR"), "/vhost.skel.rs"));

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub mod drop;
 pub mod kvm;
 pub mod latency;
+pub mod ovs;
 pub mod table;
 pub mod tun;
 pub mod vhost;

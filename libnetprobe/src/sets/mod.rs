@@ -5,6 +5,7 @@ pub mod flow;
 pub mod irq_chain;
 pub mod kvm;
 pub mod latency;
+pub mod ovs;
 pub mod tap_vhost;
 pub mod tun;
 pub mod vhost;
@@ -21,5 +22,6 @@ pub fn all() -> Vec<SetInfo> {
         SetInfo::of::<kvm::KvmSet>(),
         SetInfo::of::<virtio::VirtioSet>(),
         SetInfo::of::<vhost::VhostSet>(),
+        SetInfo::of::<ovs::OvsSet>(),
     ]
 }

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* ovs probe set: structs and enums that cross the BPF/Rust boundary. */
+#pragma once
+
+#include "np_types.h"
+
+enum ovs_event_kind {
+	OVS_EV_UPCALL = 1,  /* ovs_dp_upcall: a packet sent to user space (a miss, an action) */
+	OVS_EV_INSTALL = 2, /* ovs_flow_cmd_new: user space installing a megaflow */
+};
+
+enum ovs_sizes {
+	OVS_ERRNOS = 16, /* distinct upcall errors counted */
+};
+
+/* An upcall's packet as the datapath keyed it (sw_flow_key), or a flow install. */
+struct ovs_event {
+	__u64 ts_ns;
+	__u32 kind;      /* enum ovs_event_kind */
+	__u32 cpu;
+	__u32 tid;
+	__u32 portid;    /* the upcall's netlink port (a handler's socket) */
+	__u32 in_port;   /* datapath port the packet came in on */
+	__u32 src;       /* IPv4 source (network order), 0 for others */
+	__u32 dst;
+	__u16 eth_type;  /* host order */
+	__u16 sport;     /* host order */
+	__u16 dport;
+	__u8 cmd;        /* OVS_PACKET_CMD_MISS = 1, _ACTION = 2 */
+	__u8 ip_proto;
+};
+
+/* Upcall return codes: errno (positive) and how often. */
+struct ovs_errno_count {
+	__s32 err;
+	__u32 pad;
+	__u64 count;
+};

@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * ovs probe set: the Open vSwitch kernel datapath's slow path. Each upcall (a packet the
+ * datapath sends to ovs-vswitchd: a megaflow miss, a userspace action) and each megaflow
+ * install (OVS_FLOW_CMD_NEW) is an event: upcalls are the slow path, and user space pairs each
+ * install with the oldest upcall waiting for one, as ovs-vswitchd answers them in order.
+ * Failed upcalls (ovs_dp_upcall's return) are counted by errno.
+ *
+ * The openvswitch structs are in the module's BTF only: declared here with
+ * preserve_access_index, relocated at load against it.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "np_common.h"
+#include "ovs.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+NP_EXPORT_ENUM(ovs_event_kind);
+NP_EXPORT_ENUM(ovs_sizes);
+
+struct sw_flow_key {
+	struct {
+		u32 priority;
+		u32 skb_mark;
+		u16 in_port;
+	} __attribute__((packed)) phy;
+	struct {
+		__be16 type;
+	} eth;
+	struct {
+		u8 proto;
+	} ip;
+	struct {
+		__be16 src;
+		__be16 dst;
+	} tp;
+	union {
+		struct {
+			struct {
+				__be32 src;
+				__be32 dst;
+			} addr;
+		} ipv4;
+	};
+} __attribute__((preserve_access_index));
+
+struct dp_upcall_info {
+	u32 portid;
+	u8 cmd;
+} __attribute__((preserve_access_index));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* errno -> upcalls that failed with it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OVS_ERRNOS);
+	__type(key, __s32);
+	__type(value, __u64);
+} upcall_errors SEC(".maps");
+
+static __always_inline struct ovs_event *ovs_reserve(__u32 kind)
+{
+	struct ovs_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (!e) {
+		np_lost_event(np_stats());
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->kind = kind;
+	e->cpu = bpf_get_smp_processor_id();
+	e->tid = (__u32)id;
+	return e;
+}
+
+#define ETH_P_IP_BE 0x0008 /* htons(0x0800) */
+
+static __always_inline int on_upcall(const struct sw_flow_key *key, const struct dp_upcall_info *info)
+{
+	struct ovs_event *e = ovs_reserve(OVS_EV_UPCALL);
+	__be16 type;
+
+	if (!e)
+		return 0;
+	if (info) {
+		e->portid = BPF_CORE_READ(info, portid);
+		e->cmd = BPF_CORE_READ(info, cmd);
+	}
+	if (key) {
+		e->in_port = BPF_CORE_READ(key, phy.in_port);
+		type = BPF_CORE_READ(key, eth.type);
+		e->eth_type = bpf_ntohs(type);
+		if (type == ETH_P_IP_BE) {
+			e->ip_proto = BPF_CORE_READ(key, ip.proto);
+			e->src = BPF_CORE_READ(key, ipv4.addr.src);
+			e->dst = BPF_CORE_READ(key, ipv4.addr.dst);
+			e->sport = bpf_ntohs(BPF_CORE_READ(key, tp.src));
+			e->dport = bpf_ntohs(BPF_CORE_READ(key, tp.dst));
+		}
+	}
+	np_submit(&events, e);
+	return 0;
+}
+
+static __always_inline int on_install(void)
+{
+	struct ovs_event *e = ovs_reserve(OVS_EV_INSTALL);
+
+	if (e)
+		np_submit(&events, e);
+	return 0;
+}
+
+static __always_inline int on_upcall_ret(int ret)
+{
+	__s32 err = -ret;
+	__u64 one = 1, *n;
+
+	if (ret >= 0)
+		return 0;
+	n = bpf_map_lookup_elem(&upcall_errors, &err);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else if (bpf_map_update_elem(&upcall_errors, &err, &one, BPF_NOEXIST))
+		np_map_full(np_stats());
+	return 0;
+}
+
+/* TP_PROTO(struct datapath *dp, struct sk_buff *skb, const struct sw_flow_key *key,
+ *          const struct dp_upcall_info *upcall_info) */
+SEC("tp_btf/ovs_dp_upcall")
+int BPF_PROG(ovs_upcall_btf, void *dp, struct sk_buff *skb, const struct sw_flow_key *key,
+	     const struct dp_upcall_info *info)
+{
+	return on_upcall(key, info);
+}
+
+SEC("fentry/ovs_dp_upcall")
+int BPF_PROG(ovs_upcall_fe, void *dp, struct sk_buff *skb, const struct sw_flow_key *key,
+	     const struct dp_upcall_info *info)
+{
+	return on_upcall(key, info);
+}
+
+SEC("kprobe/ovs_dp_upcall")
+int BPF_KPROBE(ovs_upcall_kp, void *dp, struct sk_buff *skb, const struct sw_flow_key *key,
+	       const struct dp_upcall_info *info)
+{
+	return on_upcall(key, info);
+}
+
+SEC("fexit/ovs_dp_upcall")
+int BPF_PROG(ovs_upcall_ret_fx, void *dp, struct sk_buff *skb, const struct sw_flow_key *key,
+	     const struct dp_upcall_info *info, u32 cutlen, int ret)
+{
+	return on_upcall_ret(ret);
+}
+
+SEC("kretprobe/ovs_dp_upcall")
+int BPF_KRETPROBE(ovs_upcall_ret_krp, int ret)
+{
+	return on_upcall_ret(ret);
+}
+
+SEC("fentry/ovs_flow_cmd_new")
+int BPF_PROG(ovs_install_fe)
+{
+	return on_install();
+}
+
+SEC("kprobe/ovs_flow_cmd_new")
+int BPF_KPROBE(ovs_install_kp)
+{
+	return on_install();
+}
+
+struct ovs_event ovs_event_type = {};
+struct ovs_errno_count ovs_errno_count_type = {};

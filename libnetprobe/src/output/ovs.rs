@@ -1,0 +1,89 @@
+//! Text rendering of OVS upcall summaries.
+use crate::hist::human_ns;
+use crate::output::Table;
+use crate::run::IntervalInfo;
+use crate::sets::ovs::OvsReport;
+use std::fmt::Write as _;
+
+/// Text of one interval: the counts, the miss → install latency and the flows that upcalled.
+pub fn report_text(tool: &str, info: &IntervalInfo, r: &OvsReport) -> String {
+    let mut out = crate::output::interval_header(tool, info.elapsed, info.now);
+    let _ = writeln!(
+        out,
+        "upcalls {} (misses {}), megaflow installs {}, unanswered misses {}, waiting {}",
+        r.upcalls, r.misses, r.installs, r.unanswered, r.waiting
+    );
+    let l = &r.latency;
+    if l.count == 0 {
+        let _ = writeln!(out, "miss -> install latency: (no install answered a miss)");
+    } else {
+        let _ = writeln!(
+            out,
+            "miss -> install latency (n={}): avg {}  p50 {}  p90 {}  p99 {}  max {}",
+            l.count,
+            human_ns(l.avg),
+            human_ns(l.p50),
+            human_ns(l.p90),
+            human_ns(l.p99),
+            human_ns(l.max)
+        );
+        out.push_str(&l.hist().render_ns(l.avg));
+    }
+    match &r.errors {
+        None => {
+            let _ = writeln!(
+                out,
+                "failed upcalls: not observed (needs fexit or kretprobes)"
+            );
+        }
+        Some(e) if e.is_empty() => {
+            let _ = writeln!(out, "failed upcalls: none");
+        }
+        Some(e) => {
+            let v: Vec<String> = e
+                .iter()
+                .map(|x| format!("{} {}", x.error, x.count))
+                .collect();
+            let _ = writeln!(out, "failed upcalls: {}", v.join(", "));
+        }
+    }
+    let mut t = Table::new(&[
+        "IN PORT",
+        "ETH TYPE",
+        "PROTO",
+        "SRC",
+        "DST",
+        "MISSES (upcalls)",
+        "ACTIONS (upcalls)",
+    ]);
+    for f in &r.flows {
+        let ip = f.flow.eth_type == 0x0800;
+        let ep = |a: std::net::Ipv4Addr, p: u16| {
+            if !ip {
+                "-".to_string()
+            } else if p == 0 {
+                a.to_string()
+            } else {
+                format!("{a}:{p}")
+            }
+        };
+        t.row(vec![
+            f.flow.in_port.to_string(),
+            format!("0x{:04x}", f.flow.eth_type),
+            if ip {
+                f.flow.ip_proto.to_string()
+            } else {
+                "-".into()
+            },
+            ep(f.flow.src, f.flow.sport),
+            ep(f.flow.dst, f.flow.dport),
+            f.misses.to_string(),
+            f.actions.to_string(),
+        ]);
+    }
+    if !t.is_empty() {
+        out.push_str(&t.render());
+    }
+    let _ = writeln!(out, "{}", r.stats.line());
+    out
+}

@@ -58,13 +58,15 @@ pub fn report_text(tool: &str, info: &IntervalInfo, r: &OvsReport) -> String {
     ]);
     for f in &r.flows {
         let ip = f.flow.eth_type == 0x0800;
+        // The key's transport fields are ports for TCP, UDP and SCTP only (ICMP: type, code).
+        let ports = matches!(f.flow.ip_proto, 6 | 17 | 132);
         let ep = |a: std::net::Ipv4Addr, p: u16| {
             if !ip {
                 "-".to_string()
-            } else if p == 0 {
-                a.to_string()
-            } else {
+            } else if ports {
                 format!("{a}:{p}")
+            } else {
+                a.to_string()
             }
         };
         t.row(vec![

@@ -89,9 +89,9 @@ pub struct UpcallFlow {
     pub src: Ipv4Addr,
     /// Destination address (IPv4).
     pub dst: Ipv4Addr,
-    /// Source port (TCP/UDP).
+    /// Source port (TCP, UDP, SCTP; the ICMP type for ICMP, as OVS keys it).
     pub sport: u16,
-    /// Destination port.
+    /// Destination port (the ICMP code for ICMP).
     pub dport: u16,
 }
 

@@ -201,7 +201,8 @@ pub struct IrqfdView {
     pub gsi: Option<u32>,
     /// The vector its MSI route sends, where the route is an MSI.
     pub vector: Option<u8>,
-    /// The irqfd's VM (the VMM's pid, `kvm->userspace_pid`), once one woke.
+    /// The irqfd's VM: the VMM's pid (the process of the thread that created the VM,
+    /// `kvm->userspace_pid`), once one woke.
     pub vm_pid: Option<u32>,
 }
 
@@ -212,7 +213,7 @@ impl IrqfdView {
             wakeups: s.irqfd_wakeups,
             gsi: seen.then_some(s.irqfd_gsi),
             vector: (seen && s.irqfd_msi != 0).then_some(s.irqfd_vector as u8),
-            vm_pid: seen.then_some(s.vm_pid),
+            vm_pid: seen.then(|| thread_group(s.vm_pid).unwrap_or(s.vm_pid)),
         }
     }
 }

@@ -331,10 +331,10 @@ fn a_guest_out_of_buffers_fills_the_tap_ring() {
     // Twice what the posted buffers, the tap's ring and vhost's own batch can hold.
     const SENT: usize = 600;
     quiet(|| dev.flood(SENT));
+    // The counts are taken as each call starts, before it publishes the used index.
     wait_until("vhost filled every posted buffer", WAIT, || {
         dev.rx_used() == VhostNet::RX_BUFFERS
     });
-    std::thread::sleep(Duration::from_millis(300));
     let out = tool.stop(Signal::SIGINT);
     assert!(out.status.success(), "{:?}", out.stderr);
     let text = text.stop(Signal::SIGINT);
@@ -454,9 +454,22 @@ fn buf_peeks_see_each_packet_once_under_fexit_and_kretprobes() {
             ready.contains(&format!("{kind}/vhost_net_buf_peek")),
             "{ready}"
         );
+        let text = start(PEEK, disable, &["-i", "60", "-d", &tap]);
         quiet(|| dev.deliver(10, WAIT).unwrap_or_else(|e| panic!("{e}")));
         let out = tool.stop(Signal::SIGINT);
         assert!(out.status.success(), "{:?}", out.stderr);
+        let text = text.stop(Signal::SIGINT);
+        assert!(text.status.success(), "{:?}", text.stderr);
+        // Uncaptured, so the VM log shows a real sample for the README.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "{}", text.stdout.join("\n"));
+        assert!(
+            text.stdout
+                .iter()
+                .any(|l| l.starts_with("VMM PID") && l.contains("MEAN LEN (bytes)")),
+            "{:#?}",
+            text.stdout
+        );
         let (mut peeks, mut empty, mut bytes) = (0, 0, 0.0);
         for v in out.json().iter().filter(|v| v["type"] == "interval") {
             for q in v["queues"].as_array().expect("queues") {

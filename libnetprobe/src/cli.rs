@@ -93,6 +93,47 @@ impl DeviceIntervalArgs {
     }
 }
 
+/// The vhost tools' flags: `-p/--pid`, `-d/--device`, `-q/--queue`, `-i/--interval` (1 s, as
+/// in the tools our users know) and `--duration` (long form only: `-d` is the device).
+#[derive(Debug, Clone, Args)]
+pub struct VhostArgs {
+    /// Only this VM: the VMM's (QEMU's) pid
+    #[arg(short = 'p', long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only virtqueues whose tap is this device (vnet0)
+    #[arg(short = 'd', long, value_name = "IFNAME")]
+    pub device: Option<String>,
+    /// Only this tap queue
+    #[arg(short = 'q', long, value_name = "N")]
+    pub queue: Option<u16>,
+    /// Seconds between reports
+    #[arg(short = 'i', long, default_value = "1", value_parser = parse_interval, value_name = "SECS")]
+    pub interval: Duration,
+    /// Stop after this many seconds (default: run until Ctrl-C)
+    #[arg(long, value_parser = parse_duration, value_name = "SECS")]
+    pub duration: Option<Duration>,
+}
+
+impl VhostArgs {
+    /// The virtqueues these flags choose.
+    pub fn options(&self) -> crate::sets::vhost::VhostOptions {
+        crate::sets::vhost::VhostOptions {
+            vmm_pid: self.pid,
+            device: self.device.clone(),
+            queue: self.queue,
+            ..Default::default()
+        }
+    }
+
+    /// The intervals.
+    pub fn intervals(&self) -> IntervalArgs {
+        IntervalArgs {
+            interval: self.interval,
+            duration: self.duration,
+        }
+    }
+}
+
 /// `--json` and `--list-probes`.
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {

@@ -3,6 +3,7 @@ pub mod btf;
 pub mod features;
 pub mod interrupts;
 pub mod netns;
+pub mod process;
 pub mod tracefs;
 
 pub use btf::{DropReasons, KernelBtf};

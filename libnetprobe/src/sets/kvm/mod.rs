@@ -329,12 +329,7 @@ impl KvmProbe {
         if let Some(v) = self.vms.get(&pid) {
             return Some(v.clone());
         }
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let tgid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Tgid:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(pid);
+        let tgid = crate::kernel::process::thread_group(pid)?;
         let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok()?;
         let v = (tgid, comm.trim().to_string());
         if self.vms.len() < 4096 {

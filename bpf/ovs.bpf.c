@@ -66,6 +66,24 @@ struct {
 	__type(value, __u64);
 } upcall_errors SEC(".maps");
 
+/* queue_userspace_packet's result (0 or errno) -> calls. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OVS_ERRNOS);
+	__type(key, __s32);
+	__type(value, __u64);
+} queue_results SEC(".maps");
+
+static __always_inline void ovs_count(void *map, __s32 key)
+{
+	__u64 one = 1, *n = bpf_map_lookup_elem(map, &key);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else if (bpf_map_update_elem(map, &key, &one, BPF_NOEXIST))
+		np_map_full(np_stats());
+}
+
 static __always_inline struct ovs_event *ovs_reserve(__u32 kind)
 {
 	struct ovs_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -123,16 +141,14 @@ static __always_inline int on_install(void)
 
 static __always_inline int on_upcall_ret(int ret)
 {
-	__s32 err = -ret;
-	__u64 one = 1, *n;
+	if (ret < 0)
+		ovs_count(&upcall_errors, -ret);
+	return 0;
+}
 
-	if (ret >= 0)
-		return 0;
-	n = bpf_map_lookup_elem(&upcall_errors, &err);
-	if (n)
-		__sync_fetch_and_add(n, 1);
-	else if (bpf_map_update_elem(&upcall_errors, &err, &one, BPF_NOEXIST))
-		np_map_full(np_stats());
+static __always_inline int on_queue_ret(int ret)
+{
+	ovs_count(&queue_results, ret < 0 ? -ret : 0);
 	return 0;
 }
 
@@ -170,6 +186,20 @@ SEC("kretprobe/ovs_dp_upcall")
 int BPF_KRETPROBE(ovs_upcall_ret_krp, int ret)
 {
 	return on_upcall_ret(ret);
+}
+
+/* queue_userspace_packet(dp, skb, key, upcall_info, cutlen): the upcall's netlink message. */
+SEC("fexit/queue_userspace_packet")
+int BPF_PROG(ovs_queue_ret_fx, void *dp, struct sk_buff *skb, const struct sw_flow_key *key,
+	     const struct dp_upcall_info *info, u32 cutlen, int ret)
+{
+	return on_queue_ret(ret);
+}
+
+SEC("kretprobe/queue_userspace_packet")
+int BPF_KRETPROBE(ovs_queue_ret_krp, int ret)
+{
+	return on_queue_ret(ret);
 }
 
 SEC("fentry/ovs_flow_cmd_new")

@@ -14,6 +14,9 @@ use netprobe_lab::ovs::{kernel_has_ovs, FlowMatch, OvsLab, UpcallMode};
 use netprobe_lab::*;
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
 
 const TOOL: &str = env!("CARGO_BIN_EXE_ovs_upcall_latency_summary");
 
@@ -109,4 +112,67 @@ fn each_miss_upcalls_once_and_each_megaflow_install_answers_one() {
         .collect();
     assert_eq!(flows, expect, "{up:?}");
     assert_eq!(expect.len(), 4, "{up:?}");
+}
+
+const RETVAL: &str = env!("CARGO_BIN_EXE_queue_userspace_packet_retval");
+
+#[test]
+fn upcalls_to_no_handler_fail_with_their_errno() {
+    require_root();
+    if !ovs_watchable() {
+        return;
+    }
+    let lab = OvsLab::new("oqr").unwrap_or_else(|e| panic!("OVS lab: {e}"));
+    // a's misses go to no port at all, b's to a port no socket has.
+    lab.dp
+        .set_port_upcall_pid(lab.a_port, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    lab.dp
+        .set_port_upcall_pid(lab.b_port, 0x7fff_fff0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tool = ToolRun::start(RETVAL, &["--json", "-i", "0.5"]);
+    let text = ToolRun::start(RETVAL, &["-i", "60", "--filter-error"]);
+    let frame = eth_frame([0xff; 6], [2, 0, 0, 0, 0, 7], 0x88b5, b"netprobe upcall");
+    quiet(|| {
+        send_raw_frames(&lab.a, OvsLab::NS_IF, &frame, 5);
+        send_raw_frames(&lab.b, OvsLab::NS_IF, &frame, 3);
+    });
+    wait_until("the datapath counted 8 lost upcalls", WAIT, || {
+        lab.dp.stats().is_ok_and(|s| s.lost >= 8)
+    });
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let text = text.stop(Signal::SIGINT);
+    assert!(text.status.success(), "{:?}", text.stderr);
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{}", text.stdout.join("\n"));
+    let sum = |field: &str| {
+        let mut m: std::collections::BTreeMap<String, u64> = Default::default();
+        for v in out.json().iter().filter(|v| v["type"] == "interval") {
+            for e in v[field]
+                .as_array()
+                .unwrap_or_else(|| panic!("{field}: {v:#}"))
+            {
+                *m.entry(e["error"].as_str().unwrap().to_string())
+                    .or_default() += e["count"].as_u64().unwrap();
+            }
+        }
+        m
+    };
+    let up = sum("errors");
+    let queue = sum("queue_results");
+    assert_eq!(up.get("ENOTCONN"), Some(&5), "{up:?}");
+    assert_eq!(up.get("ECONNREFUSED"), Some(&3), "{up:?}");
+    assert_eq!(up.len(), 2, "{up:?}");
+    // ENOTCONN is ovs_dp_upcall's own: those never reached queue_userspace_packet.
+    assert_eq!(queue.get("ECONNREFUSED"), Some(&3), "{queue:?}");
+    assert_eq!(queue.len(), 1, "{queue:?}");
+    assert_eq!(lab.dp.stats().unwrap().lost, 8);
+    assert!(
+        text.stdout
+            .iter()
+            .any(|l| l.contains("queue_userspace_packet") && l.contains("ECONNREFUSED")),
+        "{:#?}",
+        text.stdout
+    );
 }

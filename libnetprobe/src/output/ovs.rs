@@ -89,3 +89,36 @@ pub fn report_text(tool: &str, info: &IntervalInfo, r: &OvsReport) -> String {
     let _ = writeln!(out, "{}", r.stats.line());
     out
 }
+
+/// Text of one interval of upcall results: `queue_userspace_packet`'s (the netlink message to
+/// the handler) and `ovs_dp_upcall`'s failures; `errors_only` leaves out the successes.
+pub fn queue_text(tool: &str, info: &IntervalInfo, r: &OvsReport, errors_only: bool) -> String {
+    let mut out = crate::output::interval_header(tool, info.elapsed, info.now);
+    let mut t = Table::new(&["FUNCTION", "RESULT", "COUNT (upcalls)"]);
+    let rows = [
+        ("queue_userspace_packet", r.queue_results.as_deref()),
+        ("ovs_dp_upcall", r.errors.as_deref()),
+    ];
+    for (func, results) in rows {
+        let Some(results) = results else {
+            let _ = writeln!(out, "{func}: not observed (needs fexit or kretprobes)");
+            continue;
+        };
+        for e in results.iter().filter(|e| !errors_only || e.error != "ok") {
+            t.row(vec![func.to_string(), e.error.clone(), e.count.to_string()]);
+        }
+    }
+    if t.is_empty() {
+        let _ = writeln!(out, "(no upcall results)");
+    } else {
+        out.push_str(&t.render());
+    }
+    let _ = writeln!(
+        out,
+        "upcalls {} (misses {}); {}",
+        r.upcalls,
+        r.misses,
+        r.stats.line()
+    );
+    out
+}

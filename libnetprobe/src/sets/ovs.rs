@@ -40,6 +40,8 @@ pub const POINT_UPCALL: &str = "upcall";
 pub const POINT_INSTALL: &str = "flow install";
 /// Probe point: an upcall's return code.
 pub const POINT_UPCALL_RET: &str = "upcall return";
+/// Probe point: `queue_userspace_packet`'s return code (the upcall's netlink message).
+pub const POINT_QUEUE_RET: &str = "queue return";
 
 /// `OVS_PACKET_CMD_MISS`.
 const CMD_MISS: u8 = 1;
@@ -72,6 +74,17 @@ impl ProbeSet for OvsSet {
             func(POINT_UPCALL_RET)
                 .or(ProbeKind::Fexit, "ovs_dp_upcall", "ovs_upcall_ret_fx")
                 .or(ProbeKind::Kretprobe, "ovs_dp_upcall", "ovs_upcall_ret_krp"),
+            func(POINT_QUEUE_RET)
+                .or(
+                    ProbeKind::Fexit,
+                    "queue_userspace_packet",
+                    "ovs_queue_ret_fx",
+                )
+                .or(
+                    ProbeKind::Kretprobe,
+                    "queue_userspace_packet",
+                    "ovs_queue_ret_krp",
+                ),
         ]
     }
 }
@@ -107,10 +120,10 @@ pub struct FlowUpcalls {
     pub actions: u64,
 }
 
-/// Upcalls that failed with one errno.
+/// Upcalls that ended with one result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UpcallError {
-    /// The errno's name (`ENOTCONN`).
+    /// The errno's name (`ENOTCONN`), or `ok`.
     pub error: String,
     /// Upcalls.
     pub count: u64,
@@ -133,6 +146,9 @@ pub struct OvsReport {
     pub waiting: u64,
     /// Failed upcalls, by errno; `None` where the return is not observed.
     pub errors: Option<Vec<UpcallError>>,
+    /// `queue_userspace_packet` results, by errno (`ok` for success); `None` where not
+    /// observed.
+    pub queue_results: Option<Vec<UpcallError>>,
     /// The flows with the most upcalls, at most [`TOP_FLOWS`].
     pub flows: Vec<FlowUpcalls>,
     /// BPF-side counters (flattened).
@@ -233,12 +249,12 @@ impl OvsProbe {
                 .then_with(|| a.flow.cmp(&b.flow))
         });
         flows.truncate(TOP_FLOWS);
-        let errors = self
-            .set
-            .plan
-            .chosen_for(POINT_UPCALL_RET)
-            .is_some()
-            .then(|| self.drain_errors())
+        let hooked = |p: &str| self.set.plan.chosen_for(p).is_some();
+        let errors = hooked(POINT_UPCALL_RET)
+            .then(|| drain_errnos(&self.set.skel.maps.upcall_errors))
+            .transpose()?;
+        let queue_results = hooked(POINT_QUEUE_RET)
+            .then(|| drain_errnos(&self.set.skel.maps.queue_results))
             .transpose()?;
         let latency = HistSummary::new("ns", &pairing.hist, pairing.sum);
         self.waiting = pairing.waiting;
@@ -250,23 +266,29 @@ impl OvsProbe {
             unanswered,
             waiting: self.waiting.len() as u64,
             errors,
+            queue_results,
             flows,
             stats: self.set.stats.delta(),
         })
     }
+}
 
-    fn drain_errors(&self) -> Result<Vec<UpcallError>> {
-        let raw: Vec<(i32, u64)> = kit::drain(&self.set.skel.maps.upcall_errors)?;
-        let mut v: Vec<UpcallError> = raw
-            .into_iter()
-            .map(|(err, count)| UpcallError {
-                error: errno_name(err),
-                count,
-            })
-            .collect();
-        v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error.cmp(&b.error)));
-        Ok(v)
-    }
+/// An errno-keyed count map's interval, most frequent first (0 is `ok`).
+fn drain_errnos(map: &dyn libbpf_rs::MapCore) -> Result<Vec<UpcallError>> {
+    let raw: Vec<(i32, u64)> = kit::drain(map)?;
+    let mut v: Vec<UpcallError> = raw
+        .into_iter()
+        .map(|(err, count)| UpcallError {
+            error: if err == 0 {
+                "ok".to_string()
+            } else {
+                errno_name(err)
+            },
+            count,
+        })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error.cmp(&b.error)));
+    Ok(v)
 }
 
 /// The name of errno `err` (`ENOTCONN`), or its number.

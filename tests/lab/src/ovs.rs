@@ -46,6 +46,7 @@ const OVS_DP_ATTR_UPCALL_PID: u16 = 2;
 const OVS_DP_ATTR_STATS: u16 = 3;
 const OVS_VPORT_CMD_NEW: u8 = 1;
 const OVS_VPORT_CMD_GET: u8 = 3;
+const OVS_VPORT_CMD_SET: u8 = 4;
 const OVS_VPORT_ATTR_PORT_NO: u16 = 1;
 const OVS_VPORT_ATTR_TYPE: u16 = 2;
 const OVS_VPORT_ATTR_NAME: u16 = 3;
@@ -414,6 +415,23 @@ impl OvsDatapath {
             .iter()
             .find_map(|r| attr(r.get(GENL_HDR + 4..)?, OVS_VPORT_ATTR_PORT_NO).and_then(u32_of))
             .ok_or_else(|| OvsError::Invalid(format!("{op}: no port number in the reply")))
+    }
+
+    /// Sets the netlink port that `port`'s upcalls go to (`OVS_VPORT_CMD_SET`): 0 makes every
+    /// miss on it fail with `ENOTCONN` in `ovs_dp_upcall`, a port no socket has makes
+    /// `queue_userspace_packet` fail with `ECONNREFUSED`.
+    pub fn set_port_upcall_pid(&self, port: u32, pid: u32) -> Result<(), OvsError> {
+        let mut m = Msg::new(
+            self.fam.vport,
+            OVS_VPORT_CMD_SET,
+            OVS_VERSION,
+            Some(self.ifindex),
+        );
+        m.put(OVS_VPORT_ATTR_PORT_NO, &port.to_ne_bytes());
+        m.put(OVS_VPORT_ATTR_UPCALL_PID, &pid.to_ne_bytes());
+        self.ctl()?
+            .request(m, 0, &format!("set vport {port}'s upcall pid to {pid}"))
+            .map(|_| ())
     }
 
     /// Installs a flow: packets matching `flow` are output to `out_port`

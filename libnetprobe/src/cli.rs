@@ -134,6 +134,34 @@ impl VhostArgs {
     }
 }
 
+/// A tap and one of its queues, with intervals: the flags of the tools that follow a tap's
+/// queues into vhost and KVM (`-d`, `--netns`, `-i` (1 s), `--duration`, `-q`).
+#[derive(Debug, Clone, Args)]
+pub struct TapQueueArgs {
+    #[command(flatten)]
+    /// The tap, its namespace and the intervals.
+    pub device: DeviceIntervalArgs,
+    /// Only this queue (multi-queue taps)
+    #[arg(short = 'q', long, value_name = "N")]
+    pub queue: Option<u32>,
+}
+
+impl TapQueueArgs {
+    /// The tap these flags choose (its namespace resolved).
+    pub fn options(&self) -> Result<crate::sets::tap_vhost::TapVhostOptions> {
+        Ok(crate::sets::tap_vhost::TapVhostOptions {
+            device: self.device.device.clone(),
+            netns: self.device.netns()?,
+            queue: self.queue,
+        })
+    }
+
+    /// The intervals (1 s unless `-i` says otherwise).
+    pub fn intervals(&self) -> IntervalArgs {
+        self.device.intervals(Duration::from_secs(1))
+    }
+}
+
 /// `--json` and `--list-probes`.
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {

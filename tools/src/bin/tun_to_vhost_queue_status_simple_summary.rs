@@ -2,14 +2,13 @@
 //! toward the VM (xmits, full, fill, drops) and the RX virtqueue that empties it (buffers used,
 //! guest notifications, the avail entries the guest posted), plus the TX virtqueue's buffers.
 use clap::Parser;
-use libnetprobe::cli::{parse_args, run_main, DeviceIntervalArgs, OutputArgs};
+use libnetprobe::cli::{parse_args, run_main, OutputArgs, TapQueueArgs};
 use libnetprobe::kit::set::SetInfo;
 use libnetprobe::output::vhost::tap_vhost_text;
-use libnetprobe::sets::tap_vhost::{TapVhostOptions, TapVhostProbe};
+use libnetprobe::sets::tap_vhost::TapVhostProbe;
 use libnetprobe::sets::tun::TunSet;
 use libnetprobe::sets::vhost::VhostSet;
 use libnetprobe::Result;
-use std::time::Duration;
 
 const TOOL: &str = "tun_to_vhost_queue_status_simple_summary";
 
@@ -25,10 +24,7 @@ const USES: &[SetInfo] = &[SetInfo::of::<TunSet>(), SetInfo::of::<VhostSet>()];
 #[command(name = TOOL, version)]
 struct Args {
     #[command(flatten)]
-    device: DeviceIntervalArgs,
-    /// Only this queue (multi-queue taps)
-    #[arg(short = 'q', long, value_name = "N")]
-    queue: Option<u32>,
+    tap: TapQueueArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -39,11 +35,7 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let opts = TapVhostOptions {
-        device: args.device.device.clone(),
-        netns: args.device.netns()?,
-        queue: args.queue,
-    };
+    let opts = args.tap.options()?;
     let Some(env) = libnetprobe::run::start(args.output.list_probes, USES)? else {
         return Ok(());
     };
@@ -51,7 +43,7 @@ fn run(args: Args) -> Result<()> {
     libnetprobe::run::run_intervals(
         TOOL,
         &mut probe,
-        &args.device.intervals(Duration::from_secs(1)),
+        &args.tap.intervals(),
         args.output.json,
         |r, info| tap_vhost_text(TOOL, info, r),
     )

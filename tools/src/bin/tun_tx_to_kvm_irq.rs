@@ -2,16 +2,14 @@
 //! ring → buffers vhost used → guest notifications (call eventfd signals) → KVM irqfd wakeups,
 //! with the irqfd's GSI and MSI vector → the vector accepted by the VM's LAPIC.
 use clap::Parser;
-use libnetprobe::cli::{parse_args, run_main, DeviceIntervalArgs, OutputArgs};
+use libnetprobe::cli::{parse_args, run_main, OutputArgs, TapQueueArgs};
 use libnetprobe::kit::set::SetInfo;
 use libnetprobe::output::vhost::chain_text;
 use libnetprobe::sets::irq_chain::IrqChainProbe;
 use libnetprobe::sets::kvm::KvmSet;
-use libnetprobe::sets::tap_vhost::TapVhostOptions;
 use libnetprobe::sets::tun::TunSet;
 use libnetprobe::sets::vhost::VhostSet;
 use libnetprobe::Result;
-use std::time::Duration;
 
 const TOOL: &str = "tun_tx_to_kvm_irq";
 
@@ -31,10 +29,7 @@ const USES: &[SetInfo] = &[
 #[command(name = TOOL, version)]
 struct Args {
     #[command(flatten)]
-    device: DeviceIntervalArgs,
-    /// Only this queue (multi-queue taps)
-    #[arg(short = 'q', long, value_name = "N")]
-    queue: Option<u32>,
+    tap: TapQueueArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -45,11 +40,7 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let opts = TapVhostOptions {
-        device: args.device.device.clone(),
-        netns: args.device.netns()?,
-        queue: args.queue,
-    };
+    let opts = args.tap.options()?;
     let Some(env) = libnetprobe::run::start(args.output.list_probes, USES)? else {
         return Ok(());
     };
@@ -57,7 +48,7 @@ fn run(args: Args) -> Result<()> {
     libnetprobe::run::run_intervals(
         TOOL,
         &mut probe,
-        &args.device.intervals(Duration::from_secs(1)),
+        &args.tap.intervals(),
         args.output.json,
         |r, info| chain_text(TOOL, info, r),
     )

@@ -29,6 +29,8 @@ struct sw_flow_key {
 		u16 in_port;
 	} __attribute__((packed)) phy;
 	struct {
+		u8 src[6];
+		u8 dst[6];
 		__be16 type;
 	} eth;
 	struct {
@@ -53,10 +55,18 @@ struct dp_upcall_info {
 	u8 cmd;
 } __attribute__((preserve_access_index));
 
+const volatile struct ovs_config ovs_cfg = {};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
+
+/* New flows' netlink requests (ovs_cfg.flow_msgs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18);
+} flows SEC(".maps");
 
 /* errno -> upcalls that failed with it. */
 struct {
@@ -116,6 +126,8 @@ static __always_inline int on_upcall(const struct sw_flow_key *key, const struct
 	}
 	if (key) {
 		e->in_port = BPF_CORE_READ(key, phy.in_port);
+		bpf_probe_read_kernel(e->eth_src, sizeof(e->eth_src), &key->eth.src);
+		bpf_probe_read_kernel(e->eth_dst, sizeof(e->eth_dst), &key->eth.dst);
 		type = BPF_CORE_READ(key, eth.type);
 		e->eth_type = bpf_ntohs(type);
 		if (type == ETH_P_IP_BE) {
@@ -130,12 +142,69 @@ static __always_inline int on_upcall(const struct sw_flow_key *key, const struct
 	return 0;
 }
 
-static __always_inline int on_install(void)
+/* enum ovs_flow_attr (UAPI) */
+#define OVS_FLOW_ATTR_KEY 1
+#define OVS_FLOW_ATTR_ACTIONS 2
+#define OVS_FLOW_ATTR_MASK 7
+#define OVS_FLOW_ATTR_UFID 9
+
+/* Copies attribute @type's payload (at most @cap bytes) to @dst; its full length, 0 if absent. */
+static __always_inline __u32 ovs_copy_attr(struct nlattr **attrs, int type, __u8 *dst, __u32 cap)
+{
+	struct nlattr *a = 0;
+	__u16 len = 0;
+	__u32 n;
+
+	if (bpf_probe_read_kernel(&a, sizeof(a), &attrs[type]) || !a)
+		return 0;
+	if (bpf_probe_read_kernel(&len, sizeof(len), &a->nla_len) || len < sizeof(*a))
+		return 0;
+	len -= sizeof(*a);
+	n = len < cap ? len : cap;
+	barrier_var(n);
+	if (n > cap)
+		return 0;
+	if (n && bpf_probe_read_kernel(dst, n, (void *)a + sizeof(*a)))
+		return 0;
+	return len;
+}
+
+/* The request's key, mask, actions and UFID into the flows ring. */
+static __always_inline void ovs_flow_msg(struct genl_info *info)
+{
+	struct ovs_flow_msg *m;
+	struct nlattr **attrs;
+
+	if (!info)
+		return;
+	attrs = BPF_CORE_READ(info, attrs);
+	if (!attrs)
+		return;
+	m = bpf_ringbuf_reserve(&flows, sizeof(*m), 0);
+	if (!m) {
+		np_lost_event(np_stats());
+		return;
+	}
+	m->ts_ns = bpf_ktime_get_ns();
+	m->cpu = bpf_get_smp_processor_id();
+	m->tid = (__u32)bpf_get_current_pid_tgid();
+	m->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(m->comm, sizeof(m->comm));
+	m->key_len = ovs_copy_attr(attrs, OVS_FLOW_ATTR_KEY, m->key, OVS_KEY_BYTES);
+	m->mask_len = ovs_copy_attr(attrs, OVS_FLOW_ATTR_MASK, m->mask, OVS_KEY_BYTES);
+	m->actions_len = ovs_copy_attr(attrs, OVS_FLOW_ATTR_ACTIONS, m->actions, OVS_ACT_BYTES);
+	m->ufid_len = ovs_copy_attr(attrs, OVS_FLOW_ATTR_UFID, m->ufid, OVS_UFID_BYTES);
+	np_submit(&flows, m);
+}
+
+static __always_inline int on_install(struct genl_info *info)
 {
 	struct ovs_event *e = ovs_reserve(OVS_EV_INSTALL);
 
 	if (e)
 		np_submit(&events, e);
+	if (ovs_cfg.flow_msgs)
+		ovs_flow_msg(info);
 	return 0;
 }
 
@@ -202,17 +271,19 @@ int BPF_KRETPROBE(ovs_queue_ret_krp, int ret)
 	return on_queue_ret(ret);
 }
 
+/* ovs_flow_cmd_new(struct sk_buff *skb, struct genl_info *info) */
 SEC("fentry/ovs_flow_cmd_new")
-int BPF_PROG(ovs_install_fe)
+int BPF_PROG(ovs_install_fe, struct sk_buff *skb, struct genl_info *info)
 {
-	return on_install();
+	return on_install(info);
 }
 
 SEC("kprobe/ovs_flow_cmd_new")
-int BPF_KPROBE(ovs_install_kp)
+int BPF_KPROBE(ovs_install_kp, struct sk_buff *skb, struct genl_info *info)
 {
-	return on_install();
+	return on_install(info);
 }
 
 struct ovs_event ovs_event_type = {};
 struct ovs_errno_count ovs_errno_count_type = {};
+struct ovs_flow_msg ovs_flow_msg_type = {};

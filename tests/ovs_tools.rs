@@ -11,6 +11,7 @@
 //! Needs root (CI runs as root): without it every test fails, none is skipped.
 use netprobe_lab::latency::ping;
 use netprobe_lab::ovs::{kernel_has_ovs, FlowMatch, OvsLab, UpcallMode};
+use netprobe_lab::ovs_switch::{self, OvsSwitch};
 use netprobe_lab::*;
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
@@ -175,4 +176,274 @@ fn upcalls_to_no_handler_fail_with_their_errno() {
         "{:#?}",
         text.stdout
     );
+}
+
+const MEGAFLOW: &str = env!("CARGO_BIN_EXE_ovs_userspace_megaflow");
+
+#[test]
+fn each_new_megaflow_is_decoded_and_paired_with_its_miss() {
+    require_root();
+    if !ovs_watchable() {
+        let out = run_tool(MEGAFLOW, &["--duration", "0.2"]);
+        assert_eq!(out.status.code(), Some(1), "{:?}", out.stderr);
+        assert_eq!(out.stderr.len(), 1, "one line: {:?}", out.stderr);
+        return;
+    }
+    let lab = OvsLab::new("omf").unwrap_or_else(|e| panic!("OVS lab: {e}"));
+    let (a, b) = (lab.a_port, lab.b_port);
+    lab.dp.set_upcall_mode(UpcallMode::Reactive {
+        pairs: vec![(a, b)],
+    });
+    let tool = ToolRun::start(MEGAFLOW, &["--json"]);
+    let arp_only = ToolRun::start(MEGAFLOW, &["--json", "--eth-type", "0x0806"]);
+    let text = ToolRun::start(MEGAFLOW, &[]);
+    let replies = quiet(|| ping(&lab.a, lab.b_ip, 3, 200));
+    assert_eq!(
+        replies.iter().filter(|r| !r.duplicate).count(),
+        3,
+        "{replies:?}"
+    );
+    let up = lab.dp.upcall_stats();
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let arp_only = arp_only.stop(Signal::SIGINT);
+    assert!(arp_only.status.success(), "{:?}", arp_only.stderr);
+    let text = text.stop(Signal::SIGINT);
+    assert!(text.status.success(), "{:?}", text.stderr);
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{}", text.stdout.join("\n"));
+    assert!(up.errors.is_empty(), "{up:?}");
+
+    let flows: Vec<serde_json::Value> = out
+        .json()
+        .into_iter()
+        .filter(|v| v["type"] == "megaflow")
+        .collect();
+    // The handler installs in_port + EtherType -> output:peer, the MACs wildcarded: the
+    // match says exactly that, and each flow answers the miss of its own port and type.
+    let mut seen = BTreeSet::new();
+    for f in &flows {
+        let in_port = f["upcall"]["in_port"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{f:#}"));
+        let eth_type = f["upcall"]["eth_type"].as_u64().unwrap();
+        assert_eq!(
+            f["match"],
+            format!("in_port({in_port}),eth_type({eth_type:#06x})"),
+            "{f:#}"
+        );
+        let peer = if in_port == u64::from(a) { b } else { a };
+        assert_eq!(f["actions"], peer.to_string(), "{f:#}");
+        assert_eq!(
+            f["pid"],
+            std::process::id(),
+            "installed by this test's handler: {f:#}"
+        );
+        assert_eq!(f["truncated"], false, "{f:#}");
+        assert!(f["upcall"]["latency_us"].as_f64().unwrap() >= 0.0, "{f:#}");
+        assert!(
+            seen.insert((in_port, eth_type)),
+            "one flow each: {flows:#?}"
+        );
+    }
+    let expect: BTreeSet<(u64, u64)> = up
+        .flows_installed
+        .iter()
+        .map(|f: &FlowMatch| (u64::from(f.in_port), u64::from(f.eth_type.unwrap())))
+        .collect();
+    assert_eq!(seen, expect, "{flows:#?}");
+    assert_eq!(flows.len(), 4, "ARP and IPv4 each way: {flows:#?}");
+    let arp: Vec<_> = arp_only
+        .json()
+        .into_iter()
+        .filter(|v| v["type"] == "megaflow")
+        .collect();
+    assert_eq!(arp.len(), 2, "{arp:#?}");
+    assert!(arp
+        .iter()
+        .all(|f| f["match"].as_str().unwrap().ends_with("eth_type(0x0806)")));
+    assert!(
+        text.stdout.iter().any(|l| l.contains("megaflow: in_port(")),
+        "{:#?}",
+        text.stdout
+    );
+}
+
+/// With a real ovs-vswitchd (Debian's OVS in the VM image): the first packet of each new flow
+/// upcalls and ovs-vswitchd installs a megaflow; the tools must agree with the datapath's own
+/// `ovs-dpctl show` lookups and `dump-flows`.
+#[test]
+fn a_real_ovs_vswitchd_upcalls_and_installs_each_new_flow() {
+    require_root();
+    if !ovs_watchable() {
+        return;
+    }
+    let vm = std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm");
+    assert!(
+        ovs_switch::available() || !vm,
+        "the VM image carries ovsdb-server, ovs-vswitchd, ovs-vsctl, ovs-dpctl and the schema"
+    );
+    if !ovs_switch::available() {
+        eprintln!("no Open vSwitch user space here (apt-get install openvswitch-switch)");
+        return;
+    }
+    let sw = OvsSwitch::start("ovr").unwrap_or_else(|e| panic!("Open vSwitch: {e}"));
+    // The bridge's flows need ARP both ways first: warm nothing up, every flow is new.
+    let summary = ToolRun::start(TOOL, &["--json", "-i", "0.5"]);
+    let mega = ToolRun::start(MEGAFLOW, &["--json"]);
+    let text = ToolRun::start(MEGAFLOW, &[]);
+    let (_, missed0, lost0) = sw.lookups().unwrap_or_else(|e| panic!("{e}"));
+    let replies = quiet(|| ping(&sw.a, sw.b_ip, 3, 200));
+    assert_eq!(
+        replies.iter().filter(|r| !r.duplicate).count(),
+        3,
+        "{replies:?}"
+    );
+    let (_, missed, lost) = sw.lookups().unwrap_or_else(|e| panic!("{e}"));
+    let flows = sw.dump_flows().unwrap_or_else(|e| panic!("{e}"));
+    let summary = summary.stop(Signal::SIGINT);
+    assert!(summary.status.success(), "{:?}", summary.stderr);
+    let mega = mega.stop(Signal::SIGINT);
+    assert!(mega.status.success(), "{:?}", mega.stderr);
+    let text = text.stop(Signal::SIGINT);
+    assert!(text.status.success(), "{:?}", text.stderr);
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{}\novs-dpctl dump-flows:\n{}",
+        text.stdout.join("\n"),
+        flows.join("\n")
+    );
+    assert_eq!(
+        sw.lookups().unwrap_or_else(|e| panic!("{e}")).1,
+        missed,
+        "no miss after the tools stopped"
+    );
+    assert_eq!(lost, lost0, "ovs-vswitchd lost no upcall");
+    let (mut misses, mut installs, mut answered) = (0, 0, 0);
+    for v in summary.json().iter().filter(|v| v["type"] == "interval") {
+        misses += v["misses"].as_u64().unwrap();
+        installs += v["installs"].as_u64().unwrap();
+        answered += v["latency"]["count"].as_u64().unwrap();
+    }
+    assert_eq!(
+        misses,
+        missed - missed0,
+        "misses = the datapath's missed lookups"
+    );
+    // ARP request, ARP reply, echo request, echo reply: each a new megaflow.
+    assert!(flows.len() >= 4, "{flows:#?}");
+    assert_eq!(
+        installs,
+        flows.len() as u64,
+        "installs = dump-flows: {flows:#?}"
+    );
+    assert_eq!(answered, installs, "every install answered a miss");
+    let ours: BTreeSet<String> = mega
+        .json()
+        .iter()
+        .filter(|v| v["type"] == "megaflow")
+        .map(|v| {
+            assert!(v["upcall"].is_object(), "each flow answers a miss: {v:#}");
+            assert_eq!(
+                v["comm"].as_str().map(|c| c.starts_with("handler")),
+                Some(true),
+                "{v:#}"
+            );
+            format!(
+                "{}, actions:{}",
+                v["match"].as_str().unwrap(),
+                v["actions"].as_str().unwrap()
+            )
+        })
+        .collect();
+    // dump-flows: "<match>, packets:N, bytes:N, used:T, actions:A".
+    let theirs: BTreeSet<String> = flows
+        .iter()
+        .map(|l| {
+            let (m, rest) = l.split_once(", packets:").unwrap_or_else(|| panic!("{l}"));
+            let actions = rest.rsplit_once("actions:").map_or("", |(_, a)| a);
+            format!("{m}, actions:{actions}")
+        })
+        .collect();
+    assert_eq!(ours, theirs, "our megaflows are dump-flows' own");
+}
+
+const DROPS: &str = env!("CARGO_BIN_EXE_ovs_kernel_module_drop_monitor");
+
+/// Upcalls no handler takes are dropped in the datapath (`ovs_dp_process_packet`): each one is
+/// reported with its location in the module, a reason name this kernel knows, and its device;
+/// drops elsewhere are not.
+#[test]
+fn drops_in_the_ovs_module_are_reported_with_location_and_reason() {
+    require_root();
+    if !kernel_has_ovs() {
+        let out = run_tool(DROPS, &["--duration", "0.2"]);
+        assert_eq!(out.status.code(), Some(1), "{:?}", out.stderr);
+        assert_eq!(out.stderr.len(), 1, "one line: {:?}", out.stderr);
+        assert!(
+            out.stderr[0].contains("openvswitch is not loaded"),
+            "{:?}",
+            out.stderr
+        );
+        return;
+    }
+    let lab = OvsLab::new("odm").unwrap_or_else(|e| panic!("OVS lab: {e}"));
+    lab.dp
+        .set_port_upcall_pid(lab.a_port, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Where the module names its own reasons (6.4+), a flow without actions drops with
+    // OVS_DROP_LAST_ACTION: b's frames hit one.
+    let btf = libnetprobe::kernel::btf::KernelBtf::load().expect("kernel BTF");
+    let last_action = btf
+        .module_enum_members("openvswitch", "ovs_drop_reason")
+        .unwrap_or_default()
+        .iter()
+        .any(|(n, _)| n == "OVS_DROP_LAST_ACTION");
+    if last_action {
+        lab.dp
+            .add_drop_flow(&FlowMatch::in_port(lab.b_port))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let tool = ToolRun::start(DROPS, &["--json"]);
+    let text = ToolRun::start(DROPS, &[]);
+    let frame = eth_frame([0xff; 6], [2, 0, 0, 0, 0, 7], 0x88b5, b"netprobe ovs drop");
+    quiet(|| {
+        send_raw_frames(&lab.a, OvsLab::NS_IF, &frame, 5);
+        if last_action {
+            send_raw_frames(&lab.b, OvsLab::NS_IF, &frame, 3);
+        }
+    });
+    wait_until("the datapath counted 5 lost upcalls", WAIT, || {
+        lab.dp.stats().is_ok_and(|s| s.lost >= 5)
+    });
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let text = text.stop(Signal::SIGINT);
+    assert!(text.status.success(), "{:?}", text.stderr);
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{}", text.stdout.join("\n"));
+    let drops: Vec<serde_json::Value> = out
+        .json()
+        .into_iter()
+        .filter(|v| v["type"] == "drop")
+        .collect();
+    let (lost, flowed): (Vec<_>, Vec<_>) = drops
+        .iter()
+        .partition(|d| d["ifname"] == lab.host_ifs[0].as_str());
+    assert_eq!(lost.len(), 5, "one drop per lost upcall: {drops:#?}");
+    for d in &lost {
+        assert_eq!(d["location_func"], "ovs_dp_process_packet", "{d:#}");
+        let reason = d["reason"].as_str().unwrap();
+        assert!(!reason.starts_with("UNKNOWN"), "a named reason: {d:#}");
+    }
+    let expect_flowed = if last_action { 3 } else { 0 };
+    assert_eq!(flowed.len(), expect_flowed, "{drops:#?}");
+    for d in &flowed {
+        assert_eq!(d["ifname"], lab.host_ifs[1].as_str(), "{d:#}");
+        assert_eq!(
+            d["reason"], "OVS_DROP_LAST_ACTION",
+            "the module's own name: {d:#}"
+        );
+    }
 }

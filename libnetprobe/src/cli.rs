@@ -31,6 +31,22 @@ pub fn parse_seconds_min(s: &str, min: Duration) -> std::result::Result<Duration
     Ok(d)
 }
 
+/// Parses a MAC address (`02:00:00:00:00:01`, `-` as separator too).
+pub fn parse_mac(s: &str) -> std::result::Result<[u8; 6], String> {
+    let bad = || format!("'{s}' is not a MAC address (02:00:00:00:00:01)");
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(parts) {
+        if p.is_empty() || p.len() > 2 {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
 /// Parses a positive number of seconds (`10`, `0.5`).
 pub fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
     parse_seconds_min(s, Duration::from_nanos(1))

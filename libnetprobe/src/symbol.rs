@@ -186,6 +186,45 @@ pub fn kallsyms_ranges(funcs: &[&str]) -> Result<Vec<Option<(u64, u64)>>> {
     Ok(funcs.iter().map(|f| range_of(f)).collect())
 }
 
+/// The text of loaded module `module` as one range `[start, end)`: from its first function in
+/// /proc/kallsyms (`addr t name [module]`) to the first symbol after its last one; `None`
+/// where the module has no functions there (not loaded).
+pub fn kallsyms_module_range(module: &str) -> Result<Option<(u64, u64)>> {
+    let text = std::fs::read_to_string("/proc/kallsyms")
+        .map_err(|e| Error::io("cannot read /proc/kallsyms", e))?;
+    let tag = format!("[{module}]");
+    let mut all: Vec<u64> = Vec::new();
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    for l in text.lines() {
+        let mut it = l.split_whitespace();
+        let (Some(addr), Some(kind)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        all.push(addr);
+        if matches!(kind, "t" | "T") && it.nth(1) == Some(tag.as_str()) {
+            lo = lo.min(addr);
+            hi = hi.max(addr);
+        }
+    }
+    if hi == 0 {
+        return Ok(None);
+    }
+    if lo == 0 {
+        return Err(Error::privilege(
+            "kernel addresses in /proc/kallsyms are hidden: run as root or set kernel.kptr_restrict=0",
+        ));
+    }
+    let end = all
+        .into_iter()
+        .filter(|&a| a > hi)
+        .min()
+        .unwrap_or(hi + 4096);
+    Ok(Some((lo, end)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

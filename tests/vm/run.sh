@@ -54,9 +54,12 @@ REQUIRED_BUILTIN="BLK_DEV_INITRD RD_GZIP DEVTMPFS SERIAL_8250_CONSOLE PROC_FS SY
 MODULE_OPTS="tun:TUN veth:VETH tap:TAP macvtap:MACVTAP 8021q:VLAN_8021Q sch_ingress:NET_SCH_INGRESS sch_tbf:NET_SCH_TBF bridge:BRIDGE kvm:KVM kvm_amd:KVM_AMD cls_bpf:NET_CLS_BPF
     nfnetlink:NETFILTER_NETLINK nf_tables:NF_TABLES openvswitch:OPENVSWITCH vhost_net:VHOST_NET
     virtio_pci:VIRTIO_PCI virtio_net:VIRTIO_NET"
-# Host programs the tests shell out to that busybox cannot replace (busybox ip has no netns).
-HOST_PROGRAMS="ip tc bridge ping nft bpftool"
-APT_PACKAGES="qemu-system-x86 busybox-static kmod cpio xz-utils gzip iproute2 iputils-ping nftables bpftool libelf-dev zlib1g-dev"
+# Host programs the tests shell out to that busybox cannot replace (busybox ip has no netns),
+# and Open vSwitch's user space (netprobe_lab::ovs_switch; unshare --time for ovs-vswitchd).
+HOST_PROGRAMS="ip tc bridge ping nft bpftool unshare ovsdb-tool ovsdb-server ovs-vswitchd ovs-vsctl ovs-dpctl"
+# Files the guest needs besides the programs: OVS's database schema.
+HOST_FILES="/usr/share/openvswitch/vswitch.ovsschema"
+APT_PACKAGES="qemu-system-x86 busybox-static kmod cpio xz-utils gzip iproute2 iputils-ping nftables bpftool libelf-dev zlib1g-dev util-linux openvswitch-switch"
 
 export DEBIAN_FRONTEND=noninteractive
 export LC_ALL=C
@@ -95,7 +98,17 @@ done
 if [ "${#need[@]}" -gt 0 ]; then
     apt_update
     log "installing ${need[*]}"
-    timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # openvswitch-switch would start its daemons on the host: policy-rc.d forbids it.
+    rcd_made=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        rcd_made=1
+    fi
+    rc=0
+    timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || rc=$?
+    [ "$rcd_made" -eq 0 ] || rm -f /usr/sbin/policy-rc.d
+    [ "$rc" -eq 0 ] || die "apt-get install ${need[*]} failed (exit $rc)"
 fi
 BUSYBOX=$(command -v busybox) || die "busybox not found"
 is_static "$BUSYBOX" ||
@@ -434,6 +447,10 @@ build_base() {
     done
     for p in /etc/iproute2 /usr/share/iproute2 /usr/lib/iproute2; do
         [ -d "$p" ] && mkdir -p "$b$(dirname "$p")" && cp -aL "$p" "$b$p"
+    done
+    for p in $HOST_FILES; do
+        [ -f "$p" ] || die "host file $p not found"
+        put "$b" "$p"
     done
     for p in /etc/protocols /etc/services /etc/ld.so.conf; do
         [ -f "$p" ] && put "$b" "$p"

@@ -119,6 +119,45 @@ impl KernelBtf {
         }
     }
 
+    /// Members `(name, value)` of enum `name` in the split BTF of loaded module `module`
+    /// (`/sys/kernel/btf/<module>`); `None` where the module or the enum is absent.
+    pub fn module_enum_members(&self, module: &str, name: &str) -> Option<Vec<(String, i64)>> {
+        if !Path::new("/sys/kernel/btf").join(module).exists() {
+            return None;
+        }
+        let (module, name) = (CString::new(module).ok()?, CString::new(name).ok()?);
+        let base = self.btf.as_libbpf_object().as_ptr();
+        // SAFETY: `base` is this struct's live vmlinux BTF; the module's split BTF built on it
+        // is freed before returning; the enum's `vlen` entries follow its btf_type.
+        unsafe {
+            let btf = libbpf_sys::btf__load_module_btf(module.as_ptr(), base);
+            if btf.is_null() || libbpf_sys::libbpf_get_error(btf.cast()) != 0 {
+                return None;
+            }
+            let id =
+                libbpf_sys::btf__find_by_name_kind(btf, name.as_ptr(), libbpf_sys::BTF_KIND_ENUM);
+            let members = (id > 0).then(|| {
+                let t = libbpf_sys::btf__type_by_id(btf, id as u32);
+                let vlen = ((*t).info & 0xffff) as usize;
+                let entries = t.add(1).cast::<libbpf_sys::btf_enum>();
+                (0..vlen)
+                    .map(|i| {
+                        let e = &*entries.add(i);
+                        let n = libbpf_sys::btf__name_by_offset(btf, e.name_off);
+                        let n = if n.is_null() {
+                            String::new()
+                        } else {
+                            std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned()
+                        };
+                        (n, i64::from(e.val))
+                    })
+                    .collect()
+            });
+            libbpf_sys::btf__free(btf);
+            members
+        }
+    }
+
     /// The position of parameter `param` of function `func`, from the BTF of the kernel or of
     /// the loaded module that defines it (parameters move: `vhost_add_used_and_signal_n` took
     /// `nheads` before `count` in newer kernels: 7.2 has it, 6.12 not).
@@ -224,6 +263,13 @@ pub struct DropReasons {
 
 const SKB_PREFIX: &str = "SKB_DROP_REASON_";
 
+/// Drop-reason subsystems that live in modules: (module, enum). Their values share
+/// `skb_drop_reason`'s space (`SKB_DROP_REASON_SUBSYS_*` in the high 16 bits).
+const MODULE_DROP_REASONS: [(&str, &str); 2] = [
+    ("openvswitch", "ovs_drop_reason"),
+    ("mac80211", "mac80211_drop_reason"),
+];
+
 impl DropReasons {
     /// Reads the reason enums from the kernel's BTF.
     pub fn from_kernel(btf: &KernelBtf) -> Self {
@@ -238,15 +284,23 @@ impl DropReasons {
             let short = name.strip_prefix(SKB_PREFIX).unwrap_or(&name).to_string();
             by_value.insert(value as u32, short);
         }
-        // Subsystem reasons (mac80211, openvswitch, ...) carry the subsystem in the high 16 bits.
+        // Subsystem reasons (mac80211, openvswitch, ...) carry the subsystem in the high 16
+        // bits: built in, their enums are in vmlinux; as loaded modules, in the module's BTF.
+        let mut subsys: Vec<(String, i64)> = Vec::new();
         for enum_name in btf.enums_ending_with("_drop_reason") {
-            if enum_name == "skb_drop_reason" {
-                continue;
+            if enum_name != "skb_drop_reason" {
+                subsys.extend(btf.enum_members(&enum_name).unwrap_or_default());
             }
-            for (name, value) in btf.enum_members(&enum_name).unwrap_or_default() {
-                if value >= 1 << 16 {
-                    by_value.entry(value as u32).or_insert(name);
-                }
+        }
+        for (module, enum_name) in MODULE_DROP_REASONS {
+            subsys.extend(
+                btf.module_enum_members(module, enum_name)
+                    .unwrap_or_default(),
+            );
+        }
+        for (name, value) in subsys {
+            if value >= 1 << 16 && !name.ends_with("_MAX") {
+                by_value.entry(value as u32).or_insert(name);
             }
         }
         Self {

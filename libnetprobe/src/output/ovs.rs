@@ -122,3 +122,66 @@ pub fn queue_text(tool: &str, info: &IntervalInfo, r: &OvsReport, errors_only: b
     );
     out
 }
+
+/// Text of one new megaflow: when, who installed it, the match and actions as dpctl writes
+/// them, and the upcall it answered.
+pub fn megaflow_text(m: &crate::sets::ovs::megaflow::Megaflow) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:.6} cpu {} {} (pid {} tid {}){}",
+        m.ts_ns as f64 / 1e9,
+        m.cpu,
+        m.comm,
+        m.pid,
+        m.tid,
+        m.ufid
+            .as_ref()
+            .map(|u| format!(" ufid:{u}"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "  megaflow: {}, actions:{}{}",
+        if m.flow.is_empty() {
+            "(match all)"
+        } else {
+            &m.flow
+        },
+        m.actions,
+        if m.truncated {
+            " (request longer than its copy: decoded in part)"
+        } else {
+            ""
+        }
+    );
+    match &m.upcall {
+        Some(u) => {
+            let f = &u.flow;
+            let mut pkt = format!(
+                "in_port {} {} > {} eth_type {:#06x}",
+                f.in_port, u.eth_src, u.eth_dst, f.eth_type
+            );
+            if f.eth_type == 0x0800 {
+                let _ = write!(
+                    pkt,
+                    " {} > {} proto {} ports {} > {}",
+                    f.src, f.dst, f.ip_proto, f.sport, f.dport
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  answers the miss of {} µs before (handler port {}): {pkt}",
+                format_args!("{:.1}", u.latency_us),
+                u.portid
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  answers no miss seen (installed up front, or the miss came before the tool)"
+            );
+        }
+    }
+    out
+}

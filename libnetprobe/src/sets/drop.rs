@@ -178,6 +178,8 @@ pub struct DropOptions {
     pub reason: Option<String>,
     /// Only drops located in this kernel function.
     pub match_func: Option<String>,
+    /// Only drops located in this loaded module's code (`openvswitch`).
+    pub match_module: Option<String>,
     /// All drops except those located in this kernel function.
     pub skip_func: Option<String>,
     /// EtherType class.
@@ -205,6 +207,7 @@ impl DropOptions {
             filter,
             reason: None,
             match_func: None,
+            match_module: None,
             skip_func: None,
             eth_type: EthType::All,
             vlan_id: None,
@@ -264,6 +267,9 @@ impl DropOptions {
         if let Some(f) = &self.match_func {
             parts.push(format!("location in {f}"));
         }
+        if let Some(m) = &self.match_module {
+            parts.push(format!("location in module {m}"));
+        }
         if let Some(f) = &self.skip_func {
             parts.push(format!("location not in {f}"));
         }
@@ -309,6 +315,11 @@ impl DropOptions {
                     "--type and the --src-ip/--dst-ip address family conflict: no frame can match",
                 ));
             }
+        }
+        if self.match_func.is_some() && self.match_module.is_some() {
+            return Err(Error::usage(
+                "--match and a module filter both set the drop location: give one",
+            ));
         }
         for (flag, func) in [("--match", &self.match_func), ("--filter", &self.skip_func)] {
             if func.as_deref().is_some_and(|f| f.trim().is_empty()) {
@@ -493,6 +504,16 @@ fn func_range(flag: &str, func: &Option<String>) -> Result<types::drop_range> {
     }
 }
 
+fn module_range(module: &str) -> Result<types::drop_range> {
+    crate::symbol::kallsyms_module_range(module)?
+        .map(|(start, end)| types::drop_range { start, end })
+        .ok_or_else(|| {
+            Error::missing(format!(
+                "{module} is not loaded: no {module} code in /proc/kallsyms to match drops against (modprobe {module})"
+            ))
+        })
+}
+
 impl DropProbe {
     /// Resolves names, chooses the plan, writes the config, loads and attaches.
     pub fn open(opts: DropOptions, env: &KernelEnv) -> Result<Self> {
@@ -518,7 +539,10 @@ impl DropProbe {
                 })?)
             }
         };
-        let matched = func_range("--match", &opts.match_func)?;
+        let matched = match &opts.match_module {
+            Some(m) => module_range(m)?,
+            None => func_range("--match", &opts.match_func)?,
+        };
         let skipped = func_range("--filter", &opts.skip_func)?;
         let mut normal = [types::drop_range::default(); 8];
         if !env.reasons.available {

@@ -19,6 +19,7 @@ pub mod flood;
 pub mod kvm;
 pub mod latency;
 pub mod ovs;
+pub mod ovs_switch;
 pub mod stamped;
 pub use drops::{rx_stat64, Drops, Expect, UNKNOWN_ETHERTYPE};
 pub mod testkit;

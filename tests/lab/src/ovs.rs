@@ -443,6 +443,22 @@ impl OvsDatapath {
             .map(|_| ())
     }
 
+    /// Installs a flow that drops what matches `flow` (an empty action list).
+    pub fn add_drop_flow(&self, flow: &FlowMatch) -> Result<(), OvsError> {
+        let mut m = Msg::new(
+            self.fam.flow,
+            OVS_FLOW_CMD_NEW,
+            OVS_VERSION,
+            Some(self.ifindex),
+        );
+        flow.encode(&mut m)?;
+        let actions = m.begin(OVS_FLOW_ATTR_ACTIONS);
+        m.end(actions);
+        self.ctl()?
+            .request(m, NLM_F_CREATE, &format!("add flow {flow:?} -> drop"))
+            .map(|_| ())
+    }
+
     /// Installs the two flows of a patch between ports `a` and `b`: everything from `a` is
     /// output to `b`, and everything from `b` to `a` (any EtherType).
     pub fn forward_between(&self, a: u32, b: u32) -> Result<(), OvsError> {
@@ -932,51 +948,44 @@ impl OvsLab {
             b_port: 0,
             host_ifs: [format!("npo{pid}x{c}a"), format!("npo{pid}x{c}b")],
         };
-        let host = |args: &[&str]| {
-            crate::run_cmd(Command::new("ip").args(args), None).unwrap_or_else(|e| panic!("{e}"))
-        };
         let (a, b) = (lab.a.clone(), lab.b.clone());
-        for (ns, ip, hif) in [
-            (&a, lab.a_ip, &lab.host_ifs[0]),
-            (&b, lab.b_ip, &lab.host_ifs[1]),
-        ] {
-            host(&["netns", "add", ns]);
-            for key in ["all", "default"] {
-                crate::ns_exec(
-                    ns,
-                    &[
-                        "sysctl",
-                        "-qw",
-                        &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
-                    ],
-                );
-            }
-            host(&[
-                "link",
-                "add",
-                hif,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                Self::NS_IF,
-                "netns",
-                ns,
-            ]);
-            // Absent where IPv6 is off altogether: nothing to disable then.
-            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{hif}/disable_ipv6"), "1");
-            host(&["link", "set", hif, "up"]);
-            crate::ns_exec(ns, &["ip", "link", "set", "lo", "up"]);
-            crate::ns_exec(
-                ns,
-                &["ip", "addr", "add", &format!("{ip}/24"), "dev", Self::NS_IF],
-            );
-            crate::ns_exec(ns, &["ip", "link", "set", Self::NS_IF, "up"]);
-        }
+        ns_with_veth(&a, lab.a_ip, &lab.host_ifs[0], Self::NS_IF);
+        ns_with_veth(&b, lab.b_ip, &lab.host_ifs[1], Self::NS_IF);
         lab.a_port = lab.dp.add_netdev_port(&lab.host_ifs[0])?;
         lab.b_port = lab.dp.add_netdev_port(&lab.host_ifs[1])?;
         Ok(lab)
     }
+}
+
+/// Namespace `ns` (IPv6 off) holding `ns_if` with address `ip/24`, the peer of veth `hif` in
+/// this namespace; both up. A failing `ip` command panics (the caller's guard removes `ns`).
+pub(crate) fn ns_with_veth(ns: &str, ip: Ipv4Addr, hif: &str, ns_if: &str) {
+    let host = |args: &[&str]| {
+        crate::run_cmd(Command::new("ip").args(args), None).unwrap_or_else(|e| panic!("{e}"))
+    };
+    host(&["netns", "add", ns]);
+    for key in ["all", "default"] {
+        crate::ns_exec(
+            ns,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+            ],
+        );
+    }
+    host(&[
+        "link", "add", hif, "type", "veth", "peer", "name", ns_if, "netns", ns,
+    ]);
+    // Absent where IPv6 is off altogether: nothing to disable then.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{hif}/disable_ipv6"), "1");
+    host(&["link", "set", hif, "up"]);
+    crate::ns_exec(ns, &["ip", "link", "set", "lo", "up"]);
+    crate::ns_exec(
+        ns,
+        &["ip", "addr", "add", &format!("{ip}/24"), "dev", ns_if],
+    );
+    crate::ns_exec(ns, &["ip", "link", "set", ns_if, "up"]);
 }
 
 impl Drop for OvsLab {

@@ -11,6 +11,8 @@
 //! Points: the `openvswitch:ovs_dp_upcall` tracepoint (tp_btf where the module has BTF), else
 //! fentry, else kprobe; `ovs_flow_cmd_new` and `ovs_dp_upcall`'s return by fentry/fexit or
 //! kprobe/kretprobe. The flow key's fields are relocated against the module's BTF.
+pub mod megaflow;
+
 use crate::error::{Error, Result};
 use crate::hist::{HistSummary, Log2Hist};
 use crate::kernel::KernelEnv;
@@ -28,6 +30,8 @@ use std::time::Duration;
 unsafe impl plain::Plain for types::ovs_event {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::np_kit_config {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::ovs_flow_msg {}
 
 /// A miss older than this with no install is counted as unanswered.
 pub const UNANSWERED_AFTER: Duration = Duration::from_secs(5);
@@ -171,16 +175,29 @@ fn check_ovs_present() -> Result<()> {
     Ok(())
 }
 
+/// What the set copies besides its upcall and install events.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OvsOptions {
+    /// Each new flow's netlink request (key, mask, actions), for [`megaflow::MegaflowWatch`].
+    pub flow_msgs: bool,
+}
+
 /// A loaded and attached ovs probe set.
 pub struct OvsProbe {
     set: LoadedSet<OvsSkel<'static>>,
     ring: EventRing<types::ovs_event>,
+    flow_ring: Option<EventRing<types::ovs_flow_msg>>,
     waiting: VecDeque<u64>,
 }
 
 impl OvsProbe {
     /// Loads and attaches the set; one clear error where the OVS module is absent.
     pub fn open(kit_cfg: KitConfig, env: &KernelEnv) -> Result<Self> {
+        Self::open_with(kit_cfg, env, OvsOptions::default())
+    }
+
+    /// [`OvsProbe::open`] with options.
+    pub fn open_with(kit_cfg: KitConfig, env: &KernelEnv, opts: OvsOptions) -> Result<Self> {
         check_ovs_present()?;
         let plan = OvsSet::plan(env);
         plan.require()?;
@@ -191,13 +208,25 @@ impl OvsProbe {
             kit: &kit_cfg,
         };
         let set = kit::load(OvsSkelBuilder::default(), spec, |open, kit_cfg| {
-            let _ = crate::kit_rodata!(open, kit_cfg);
+            let ro = crate::kit_rodata!(open, kit_cfg);
+            ro.ovs_cfg.flow_msgs = u8::from(opts.flow_msgs);
             Ok(())
         })?;
+        if opts.flow_msgs && set.plan.chosen_for(POINT_INSTALL).is_none() {
+            return Err(Error::missing(
+                "no probe on ovs_flow_cmd_new (neither fentry nor kprobe attaches here): new megaflows cannot be seen",
+            ));
+        }
         let ring = EventRing::new(&set.skel.maps.events)?;
+        let flow_ring = if opts.flow_msgs {
+            Some(EventRing::new(&set.skel.maps.flows)?)
+        } else {
+            None
+        };
         Ok(Self {
             set,
             ring,
+            flow_ring,
             waiting: VecDeque::new(),
         })
     }
@@ -207,10 +236,29 @@ impl OvsProbe {
         &self.set.plan
     }
 
-    /// Ends the interval: the upcalls and installs since the previous call.
-    pub fn drain_upcalls(&mut self) -> Result<OvsReport> {
+    /// Upcalls and installs that arrived, oldest first, and the new flows' requests (with
+    /// [`OvsOptions::flow_msgs`]), waiting up to `timeout` for the latter.
+    fn take(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(Vec<types::ovs_event>, Vec<types::ovs_flow_msg>)> {
+        let msgs = match &mut self.flow_ring {
+            Some(r) => r.poll(timeout)?,
+            None => Vec::new(),
+        };
         let mut events = self.ring.poll(Duration::ZERO)?;
         events.sort_by_key(|e| e.ts_ns);
+        Ok((events, msgs))
+    }
+
+    /// BPF counters since the previous call.
+    fn stats_delta(&mut self) -> BpfStats {
+        self.set.stats.delta()
+    }
+
+    /// Ends the interval: the upcalls and installs since the previous call.
+    pub fn drain_upcalls(&mut self) -> Result<OvsReport> {
+        let (events, _) = self.take(Duration::ZERO)?;
         let now = crate::clock::monotonic_ns();
         let mut pairing = Pairing {
             waiting: std::mem::take(&mut self.waiting),
@@ -299,6 +347,11 @@ fn errno_name(err: i32) -> String {
     } else {
         name
     }
+}
+
+/// `OVS_PACKET_CMD_MISS` upcalls.
+fn is_miss(e: &types::ovs_event) -> bool {
+    e.kind == types::ovs_event_kind::OVS_EV_UPCALL.0 && e.cmd == CMD_MISS
 }
 
 fn flow_of(e: &types::ovs_event) -> UpcallFlow {

@@ -27,6 +27,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile struct vhost_config vhost_cfg = {};
 
 NP_EXPORT_ENUM(vhost_role);
+NP_EXPORT_ENUM(vhost_event_kind);
 
 #define VIRTIO_RING_F_EVENT_IDX 29
 
@@ -95,6 +96,12 @@ struct {
 	__type(value, __u64);
 } rx_of_thread SEC(".maps");
 
+/* Per-event reports (vhost_cfg.event_kinds). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
 static __always_inline struct vhost_vq_stats *vq_stats_of(__u64 vq)
 {
 	struct vhost_vq_stats zero = {}, *s = bpf_map_lookup_elem(&vq_stats, &vq);
@@ -139,6 +146,102 @@ static __always_inline void vq_guest_side(struct vhost_virtqueue *vq, struct vho
 	st->guest_read = 1;
 }
 
+/* The virtqueue's indices and notification state, and the guest's side of it. */
+static __always_inline void vq_read_state(struct vhost_virtqueue *vq, struct vhost_vq_state *st)
+{
+	st->num = BPF_CORE_READ(vq, num);
+	st->last_avail_idx = BPF_CORE_READ(vq, last_avail_idx);
+	st->avail_idx = BPF_CORE_READ(vq, avail_idx);
+	st->last_used_idx = BPF_CORE_READ(vq, last_used_idx);
+	st->signalled_used = BPF_CORE_READ(vq, signalled_used);
+	st->signalled_used_valid = BPF_CORE_READ(vq, signalled_used_valid);
+	st->event_idx = (BPF_CORE_READ(vq, acked_features) >> VIRTIO_RING_F_EVENT_IDX) & 1;
+	vq_guest_side(vq, st);
+}
+
+/* The tap queue behind backend socket @sock (a tun_file's), or 0 if it is none. */
+static __always_inline struct net_device *sock_tap(struct socket *sock, __u16 *queue)
+{
+	struct tun_file *tf;
+	struct tun_struct *tun;
+
+	if (!sock || !bpf_core_type_exists(struct tun_file))
+		return 0;
+	tf = (void *)sock - bpf_core_field_offset(struct tun_file, socket);
+	*queue = BPF_CORE_READ(tf, queue_index);
+	tun = BPF_CORE_READ(tf, tun);
+	return tun ? BPF_CORE_READ(tun, dev) : 0;
+}
+
+/*
+ * An event of kind @kind for the tap queue behind @sock, if events of that kind are on and
+ * the queue is the watched one (name and queue filters, in the kernel); 0 otherwise.
+ */
+static __always_inline struct vhost_event *vhost_event_for(__u32 kind, struct socket *sock)
+{
+	struct net_device *dev;
+	struct vhost_event *e;
+	char name[16] = {};
+	__u64 pid_tgid;
+	__u16 queue = 0;
+
+	if (!(vhost_cfg.event_kinds & (1u << kind)))
+		return 0;
+	dev = sock_tap(sock, &queue);
+	if (!dev)
+		return 0;
+	if (vhost_cfg.has_queue && queue != vhost_cfg.queue)
+		return 0;
+	bpf_probe_read_kernel_str(name, sizeof(name), dev->name);
+	if (vhost_cfg.ifname[0]) {
+#pragma unroll
+		for (int i = 0; i < 16; i++) {
+			if (name[i] != vhost_cfg.ifname[i])
+				return 0;
+			if (!name[i])
+				break;
+		}
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		np_lost_event(np_stats());
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	pid_tgid = bpf_get_current_pid_tgid();
+	e->ts_ns = bpf_ktime_get_ns();
+	e->kind = kind;
+	e->cpu = bpf_get_smp_processor_id();
+	e->tid = (__u32)pid_tgid;
+	e->tgid = pid_tgid >> 32;
+	e->queue = queue;
+	e->ifindex = BPF_CORE_READ(dev, ifindex);
+	__builtin_memcpy(e->ifname, name, sizeof(name));
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+/* An event of @vq (its backend socket's tap queue), with its state when @st is given. */
+static __always_inline void vq_event(__u32 kind, struct vhost_virtqueue *vq,
+				     const struct vhost_vq_state *st, __u32 count)
+{
+	struct vhost_event *e;
+
+	if (!(vhost_cfg.event_kinds & (1u << kind)))
+		return;
+	e = vhost_event_for(kind, BPF_CORE_READ(vq, private_data));
+	if (!e)
+		return;
+	e->vq = (__u64)vq;
+	e->count = count;
+	e->role = vq_role(vq);
+	if (st) {
+		e->state = *st;
+		e->has_state = 1;
+	}
+	np_submit(&events, e);
+}
+
 static __always_inline int on_signal_n(struct vhost_virtqueue *vq, unsigned int count)
 {
 	__u64 key = (__u64)vq, ctx_ptr, pid_tgid = bpf_get_current_pid_tgid();
@@ -149,14 +252,8 @@ static __always_inline int on_signal_n(struct vhost_virtqueue *vq, unsigned int 
 
 	if (!vq)
 		return 0;
-	st->num = BPF_CORE_READ(vq, num);
-	st->last_avail_idx = BPF_CORE_READ(vq, last_avail_idx);
-	st->avail_idx = BPF_CORE_READ(vq, avail_idx);
-	st->last_used_idx = BPF_CORE_READ(vq, last_used_idx);
-	st->signalled_used = BPF_CORE_READ(vq, signalled_used);
-	st->signalled_used_valid = BPF_CORE_READ(vq, signalled_used_valid);
-	st->event_idx = (BPF_CORE_READ(vq, acked_features) >> VIRTIO_RING_F_EVENT_IDX) & 1;
-	vq_guest_side(vq, st);
+	vq_read_state(vq, st);
+	vq_event(VHOST_EV_SIGNAL, vq, st, count);
 
 	ctx_ptr = vq_call_ctx(vq);
 	info.call_ctx = ctx_ptr;
@@ -196,6 +293,7 @@ static __always_inline int on_eventfd_signal(struct eventfd_ctx *ctx)
 	s = vq_stats_of(*vq);
 	if (s)
 		__sync_fetch_and_add(&s->signals, 1);
+	vq_event(VHOST_EV_EVENTFD, (struct vhost_virtqueue *)*vq, 0, 0);
 	return 0;
 }
 
@@ -247,6 +345,12 @@ static __always_inline int on_handle(struct vhost_net *net, int tx)
 	s = vq_stats_of(vq);
 	if (s)
 		__sync_fetch_and_add(&s->handle, 1);
+	if (vhost_cfg.event_kinds & (1u << VHOST_EV_HANDLE)) {
+		struct vhost_vq_state st = {};
+
+		vq_read_state((struct vhost_virtqueue *)vq, &st);
+		vq_event(VHOST_EV_HANDLE, (struct vhost_virtqueue *)vq, &st, 0);
+	}
 	return 0;
 }
 
@@ -267,22 +371,24 @@ static __always_inline int on_buf_peek(__u64 vq, int len)
 
 static __always_inline int on_tun_msg(struct socket *sock, int send)
 {
+	__u32 kind = send ? VHOST_EV_TAP_WRITE : VHOST_EV_TAP_READ;
 	__u64 key = (__u64)sock;
 	struct vhost_sock_stats *s, fresh = {};
-	struct tun_file *tf;
-	struct tun_struct *tun;
 	struct net_device *dev;
+	struct vhost_event *e;
 
 	if (!sock)
 		return 0;
+	if (vhost_cfg.event_kinds & (1u << kind)) {
+		e = vhost_event_for(kind, sock);
+		if (e)
+			np_submit(&events, e);
+	}
 	s = bpf_map_lookup_elem(&sock_stats, &key);
 	if (!s) {
 		if (!bpf_core_type_exists(struct tun_file))
 			return 0;
-		tf = (void *)sock - bpf_core_field_offset(struct tun_file, socket);
-		fresh.queue = BPF_CORE_READ(tf, queue_index);
-		tun = BPF_CORE_READ(tf, tun);
-		dev = tun ? BPF_CORE_READ(tun, dev) : 0;
+		dev = sock_tap(sock, &fresh.queue);
 		if (dev) {
 			fresh.ifindex = BPF_CORE_READ(dev, ifindex);
 			fresh.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
@@ -430,3 +536,4 @@ int BPF_KPROBE(vhost_tun_sendmsg_kp, struct socket *sock)
 struct vhost_vq_stats vhost_vq_stats_type = {};
 struct vhost_vq_info vhost_vq_info_type = {};
 struct vhost_sock_stats vhost_sock_stats_type = {};
+struct vhost_event vhost_event_type = {};

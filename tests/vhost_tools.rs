@@ -490,3 +490,124 @@ fn buf_peeks_see_each_packet_once_under_fexit_and_kretprobes() {
         assert_eq!(bytes / peeks as f64, 60.0, "{kind}: the frames' length");
     }
 }
+
+const DETAILS: &str = env!("CARGO_BIN_EXE_vhost_queue_correlation_details");
+const SIMPLE: &str = env!("CARGO_BIN_EXE_vhost_queue_correlation_simple");
+
+/// Events of one kind (and role) in a run's JSON.
+fn events_of<'a>(evs: &'a [Value], kind: &str, role: Option<&str>) -> Vec<&'a Value> {
+    evs.iter()
+        .filter(|e| e["kind"] == kind && role.is_none_or(|r| e["role"] == r))
+        .collect()
+}
+
+/// Two vhost-net devices move frames; the per-event tools follow one tap: every event is
+/// its, in the numbers the driver counts (buffers used, tap reads, call-eventfd signals), with
+/// the vring's state read at each used+signal and worker run.
+#[test]
+fn each_event_of_one_tap_queue_is_reported_with_its_vring_state() {
+    require_root();
+    if !vhost_watchable(DETAILS, &["-d", "npvhe"]) {
+        return;
+    }
+    let _serial = serial();
+    let ns = format!("np-vhe-{}", std::process::id());
+    let other_ns = format!("np-vho-{}", std::process::id());
+    let (tap, other_tap) = ("npvhe", "npvho");
+    let mut dev = VhostNet::create(&ns, tap).unwrap_or_else(|e| panic!("{e}"));
+    let mut other = VhostNet::create(&other_ns, other_tap).unwrap_or_else(|e| panic!("{e}"));
+    let details = ToolRun::start(DETAILS, &["--json", "-d", tap]);
+    let simple = ToolRun::start(SIMPLE, &["--json", "-d", tap, "-q", "0"]);
+    let text = ToolRun::start(DETAILS, &["-d", tap]);
+    quiet(|| {
+        dev.deliver(10, WAIT).unwrap_or_else(|e| panic!("{e}"));
+        other.deliver(7, WAIT).unwrap_or_else(|e| panic!("{e}"));
+        dev.transmit(20, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    });
+    let (rx_calls, tx_calls) = (dev.take_rx_calls(), dev.take_tx_calls());
+    let details = details.stop(Signal::SIGINT);
+    assert!(details.status.success(), "{:?}", details.stderr);
+    let simple = simple.stop(Signal::SIGINT);
+    assert!(simple.status.success(), "{:?}", simple.stderr);
+    let text = text.stop(Signal::SIGINT);
+    assert!(text.status.success(), "{:?}", text.stderr);
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{}", text.stdout.join("\n"));
+
+    let me = u64::from(std::process::id());
+    let evs: Vec<Value> = details
+        .json()
+        .into_iter()
+        .filter(|v| v["type"] == "vhost")
+        .collect();
+    for e in &evs {
+        assert_eq!(e["device"], tap, "only the followed tap: {e:#}");
+        assert_eq!(e["queue"], 0, "{e:#}");
+        assert_eq!(e["vmm_pid"], me, "{e:#}");
+    }
+    let used = |role| -> u64 {
+        events_of(&evs, "signal", Some(role))
+            .iter()
+            .map(|e| e["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(used("rx"), 10, "{evs:#?}");
+    assert_eq!(used("tx"), 20, "{evs:#?}");
+    assert_eq!(
+        events_of(&evs, "tap_read", None).len(),
+        10,
+        "one tun_recvmsg per frame"
+    );
+    assert!(!events_of(&evs, "tap_write", None).is_empty(), "{evs:#?}");
+    assert_eq!(
+        events_of(&evs, "eventfd", Some("rx")).len() as u64,
+        rx_calls
+    );
+    assert_eq!(
+        events_of(&evs, "eventfd", Some("tx")).len() as u64,
+        tx_calls
+    );
+    assert!(rx_calls >= 1 && tx_calls >= 1);
+    assert!(
+        !events_of(&evs, "handle", Some("rx")).is_empty(),
+        "{evs:#?}"
+    );
+    assert!(
+        !events_of(&evs, "handle", Some("tx")).is_empty(),
+        "{evs:#?}"
+    );
+    for e in events_of(&evs, "signal", None)
+        .into_iter()
+        .chain(events_of(&evs, "handle", None))
+    {
+        assert_eq!(e["state"]["num"], 256, "{e:#}");
+        assert_eq!(
+            e["state"]["avail_flags"], 0,
+            "read from this process: {e:#}"
+        );
+    }
+    // The simple tool: the same signals and eventfd signals, nothing else.
+    let simple: Vec<Value> = simple
+        .json()
+        .into_iter()
+        .filter(|v| v["type"] == "vhost")
+        .collect();
+    assert!(simple
+        .iter()
+        .all(|e| e["kind"] == "signal" || e["kind"] == "eventfd"));
+    assert_eq!(
+        events_of(&simple, "signal", None).len(),
+        events_of(&evs, "signal", None).len()
+    );
+    assert_eq!(
+        events_of(&simple, "eventfd", None).len() as u64,
+        rx_calls + tx_calls
+    );
+    assert!(
+        text.stdout
+            .iter()
+            .any(|l| l.contains("used+signal") && l.contains(tap)),
+        "{:#?}",
+        text.stdout
+    );
+}

@@ -11,11 +11,24 @@ enum vhost_role {
 	VHOST_ROLE_TX = 2, /* from the guest: guest buffers out through the tap */
 };
 
+/* Per-event reports (vhost_queue_correlation_*), each of one tap queue's virtqueues. */
+enum vhost_event_kind {
+	VHOST_EV_SIGNAL = 1,    /* vhost_add_used_and_signal_n: buffers used; the state before */
+	VHOST_EV_EVENTFD = 2,   /* the virtqueue's call eventfd signalled: a guest notification */
+	VHOST_EV_HANDLE = 3,    /* handle_rx / handle_tx: the worker serves the queue; its state */
+	VHOST_EV_TAP_READ = 4,  /* tun_recvmsg: the worker takes a packet from the tap's ring */
+	VHOST_EV_TAP_WRITE = 5, /* tun_sendmsg: the worker hands the guest's packets to the tap */
+};
+
 struct vhost_config {
 	__u64 rx_kick;  /* handle_rx_kick: vq->handle_kick of an RX virtqueue (kallsyms) */
 	__u64 tx_kick;  /* handle_tx_kick */
 	__u32 count_arg; /* vhost_add_used_and_signal_n's count: argument 3, or 4 after nheads (newer kernels, 7.2) */
-	__u32 pad;
+	__u32 event_kinds; /* bit (1 << kind): report these events (0: none, counters only) */
+	char ifname[16]; /* events of this tap only (empty: any) */
+	__u16 queue;     /* with has_queue: of this tap queue only */
+	__u8 has_queue;
+	__u8 pad[5];
 };
 
 /* A virtqueue's state as vhost_add_used_and_signal_n found it (before it adds the used
@@ -67,6 +80,25 @@ struct vhost_vq_info {
 	__u32 role;              /* enum vhost_role */
 	__u32 pad;
 	struct vhost_vq_state last;
+};
+
+/* One event of a watched tap queue's virtqueue. */
+struct vhost_event {
+	__u64 ts_ns;
+	__u64 vq;                /* the virtqueue (its address: an id) */
+	__u32 kind;              /* enum vhost_event_kind */
+	__u32 cpu;
+	__u32 tid;
+	__u32 tgid;
+	__u32 count;             /* SIGNAL: buffers marked used */
+	__u32 role;              /* enum vhost_role (SIGNAL, HANDLE, EVENTFD) */
+	__u32 ifindex;           /* the tap */
+	__u16 queue;             /* the tap queue */
+	__u8 has_state;          /* state holds the virtqueue's (SIGNAL, HANDLE) */
+	__u8 pad;
+	char comm[16];
+	char ifname[16];
+	struct vhost_vq_state state;
 };
 
 /* Per backend socket (a tap queue), one interval: the worker's reads and writes. */

@@ -130,6 +130,50 @@ pub struct VhostArgs {
     pub duration: Option<Duration>,
 }
 
+/// The per-event vhost tools' flags: `-d/--device` (required), `-q/--queue`, `-p/--pid`,
+/// `--duration`.
+#[derive(Debug, Clone, Args)]
+pub struct VhostEventArgs {
+    /// The tap whose virtqueues to follow (vnet0)
+    #[arg(short = 'd', long, value_name = "IFNAME", value_parser = parse_ifname)]
+    pub device: String,
+    /// Only this tap queue
+    #[arg(short = 'q', long, value_name = "N")]
+    pub queue: Option<u16>,
+    /// Only this VM: the VMM's (QEMU's) pid
+    #[arg(short = 'p', long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Stop after this many seconds (default: run until Ctrl-C)
+    #[arg(long, value_parser = parse_duration, value_name = "SECS")]
+    pub duration: Option<Duration>,
+}
+
+/// An interface name as the kernel takes it: 1 to 15 bytes, no '/' or whitespace.
+fn parse_ifname(s: &str) -> std::result::Result<String, String> {
+    if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', '\t', '\n']) {
+        return Err(format!(
+            "'{s}' is not an interface name (1 to 15 characters, no '/' or spaces)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+impl VhostEventArgs {
+    /// The set's options: these event kinds of this tap (and queue).
+    pub fn options(
+        &self,
+        kinds: &[crate::sets::vhost::events::EventKind],
+    ) -> crate::sets::vhost::VhostOptions {
+        crate::sets::vhost::VhostOptions {
+            vmm_pid: self.pid,
+            device: Some(self.device.clone()),
+            queue: self.queue,
+            events: kinds.to_vec(),
+            ..Default::default()
+        }
+    }
+}
+
 impl VhostArgs {
     /// The virtqueues these flags choose.
     pub fn options(&self) -> crate::sets::vhost::VhostOptions {

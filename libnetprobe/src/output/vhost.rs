@@ -261,3 +261,78 @@ pub fn peek_text(tool: &str, info: &IntervalInfo, r: &VhostReport) -> String {
     let _ = writeln!(out, "{}", r.stats.line());
     out
 }
+
+/// One line of a virtqueue's state: indices, pending entries, EVENT_IDX and the guest's side.
+fn vq_state_line(s: &crate::sets::vhost::VqState) -> String {
+    let guest = match (s.avail_flags, s.used_event) {
+        (Some(f), Some(u)) => format!(
+            "guest avail_flags {f:#x}{} used_event {u}",
+            if f & 1 != 0 { " (NO_INTERRUPT)" } else { "" }
+        ),
+        _ => "guest side not readable".into(),
+    };
+    format!(
+        "num {} avail_idx {} last_avail_idx {} (pending {}) last_used_idx {} signalled_used {} event_idx {} {guest}",
+        s.num,
+        s.avail_idx,
+        s.last_avail_idx,
+        s.pending,
+        s.last_used_idx,
+        s.signalled_used.map_or_else(|| "-".into(), |v| v.to_string()),
+        if s.event_idx { "on" } else { "off" },
+    )
+}
+
+/// The head of an event: time, kind, queue, virtqueue, worker.
+fn event_head(e: &crate::sets::vhost::events::VhostEvent) -> String {
+    let mut out = format!(
+        "{:.6} {:<11} {}:{} {}",
+        e.ts_ns as f64 / 1e9,
+        e.kind.name(),
+        e.device,
+        e.queue,
+        e.role.map_or("", role),
+    );
+    if let Some(vq) = &e.vq {
+        let _ = write!(out, " vq {vq}");
+    }
+    if let Some(c) = e.count {
+        let _ = write!(out, " used {c}");
+    }
+    let _ = write!(
+        out,
+        " {} (tid {}, VM {}) cpu {}",
+        e.comm, e.tid, e.vmm_pid, e.cpu
+    );
+    out
+}
+
+/// Text of one event: its head line and, where it has one, the virtqueue's state beneath.
+pub fn event_text(e: &crate::sets::vhost::events::VhostEvent) -> String {
+    let mut out = event_head(e);
+    out.push('\n');
+    if let Some(s) = &e.state {
+        let _ = writeln!(out, "    {}", vq_state_line(s));
+    }
+    out
+}
+
+/// One line per event, the state folded to what decides a notification.
+pub fn event_line(e: &crate::sets::vhost::events::VhostEvent) -> String {
+    let mut out = event_head(e);
+    if let Some(s) = &e.state {
+        let _ = write!(
+            out,
+            " pending {} used {}->{}",
+            s.pending,
+            s.last_used_idx,
+            s.signalled_used
+                .map_or_else(|| "-".into(), |v| v.to_string())
+        );
+        if s.avail_flags.is_some_and(|f| f & 1 != 0) {
+            out.push_str(" NO_INTERRUPT");
+        }
+    }
+    out.push('\n');
+    out
+}

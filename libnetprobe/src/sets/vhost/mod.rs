@@ -12,6 +12,7 @@
 //! A virtqueue is joined to its tap queue by its backend socket (`vq->private_data` is
 //! `&tfile->socket`), and to its VM by the worker: a vhost task in the VMM's thread group
 //! (6.4+), else a `vhost-<VMM pid>` kthread.
+pub mod events;
 mod report;
 
 pub use report::{BufPeeks, IrqfdView, Role, VhostReport, VirtqueueEntry, VqState};
@@ -141,6 +142,9 @@ pub struct VhostOptions {
     pub device: Option<String>,
     /// Only this tap queue.
     pub queue: Option<u16>,
+    /// Report these events one by one ([`events::VhostEvents`]); the device and queue
+    /// filters then run in the kernel.
+    pub events: Vec<events::EventKind>,
     /// Kit switches.
     pub kit: KitConfig,
 }
@@ -196,6 +200,16 @@ impl VhostProbe {
             ro.vhost_cfg.rx_kick = kicks[0].map_or(0, |r| r.0);
             ro.vhost_cfg.tx_kick = kicks[1].map_or(0, |r| r.0);
             ro.vhost_cfg.count_arg = count_arg;
+            ro.vhost_cfg.event_kinds = events::EventKind::mask(&opts.events);
+            if let Some(d) = &opts.device {
+                for (dst, src) in ro.vhost_cfg.ifname.iter_mut().zip(d.bytes().take(15)) {
+                    *dst = src as _;
+                }
+            }
+            if let Some(q) = opts.queue {
+                ro.vhost_cfg.has_queue = 1;
+                ro.vhost_cfg.queue = q;
+            }
             Ok(())
         })?;
         Ok(Self {

@@ -278,6 +278,15 @@ static __always_inline void tun_ring_stats(struct tun_queue_stats *s, const stru
 		return;
 	s->fill_samples++;
 	s->sum_pending += r->pending;
+	{
+		__u32 slot = np_log2_slot(r->pending);
+
+		if (slot >= TUN_HIST_SLOTS)
+			slot = TUN_HIST_SLOTS - 1;
+		barrier_var(slot);
+		if (slot < TUN_HIST_SLOTS)
+			s->pending_hist[slot]++;
+	}
 	if (r->pending > s->max_pending)
 		s->max_pending = r->pending;
 	if (r->unavailable > s->max_unavailable)

@@ -28,6 +28,7 @@ const volatile struct vhost_config vhost_cfg = {};
 
 NP_EXPORT_ENUM(vhost_role);
 NP_EXPORT_ENUM(vhost_event_kind);
+NP_EXPORT_ENUM(vhost_hist_kind);
 
 #define VIRTIO_RING_F_EVENT_IDX 29
 
@@ -101,6 +102,37 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
+
+/* (virtqueue or socket, kind) -> log2 histogram, one interval (drained). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct vhost_hist_key);
+	__type(value, struct vhost_hist);
+} vq_hists SEC(".maps");
+
+static __always_inline void vhost_hist_add(__u64 obj, __u32 kind, __u64 v)
+{
+	struct vhost_hist_key k = { .obj = obj, .kind = kind };
+	struct vhost_hist *h = bpf_map_lookup_elem(&vq_hists, &k);
+	__u32 slot = np_log2_slot(v);
+
+	if (!h) {
+		struct vhost_hist zero = {};
+
+		if (bpf_map_update_elem(&vq_hists, &k, &zero, BPF_NOEXIST) == -7 /* E2BIG */)
+			np_map_full(np_stats());
+		h = bpf_map_lookup_elem(&vq_hists, &k);
+		if (!h)
+			return;
+	}
+	if (slot >= VHOST_HIST_SLOTS)
+		slot = VHOST_HIST_SLOTS - 1;
+	barrier_var(slot);
+	if (slot < VHOST_HIST_SLOTS)
+		__sync_fetch_and_add(&h->slots[slot], 1);
+	__sync_fetch_and_add(&h->sum, v);
+}
 
 static __always_inline struct vhost_vq_stats *vq_stats_of(__u64 vq)
 {
@@ -273,6 +305,10 @@ static __always_inline int on_signal_n(struct vhost_virtqueue *vq, unsigned int 
 	__sync_fetch_and_add(&s->signal_calls, 1);
 	__sync_fetch_and_add(&s->used, count);
 	pending = (__u16)(st->avail_idx - st->last_avail_idx);
+	if (vhost_cfg.hists) {
+		vhost_hist_add(key, VHOST_H_AVAIL_PENDING, pending);
+		vhost_hist_add(key, VHOST_H_IN_FLIGHT, (__u16)(st->last_avail_idx - st->last_used_idx));
+	}
 	if (pending > s->max_pending)
 		s->max_pending = pending;
 	if (!pending)
@@ -383,6 +419,23 @@ static __always_inline int on_tun_msg(struct socket *sock, int send)
 		e = vhost_event_for(kind, sock);
 		if (e)
 			np_submit(&events, e);
+	}
+	if (vhost_cfg.hists && !send && bpf_core_type_exists(struct tun_file)) {
+		struct tun_file *tf = (void *)sock - bpf_core_field_offset(struct tun_file, socket);
+		__u32 prod = BPF_CORE_READ(tf, tx_ring.producer);
+		__u32 head = BPF_CORE_READ(tf, tx_ring.consumer_head);
+		__u32 size = BPF_CORE_READ(tf, tx_ring.size);
+
+		void **queue = BPF_CORE_READ(tf, tx_ring.queue);
+		void *slot = 0;
+
+		/* producer == consumer_head: empty, or full when the producer's slot is taken. */
+		if (size && prod == head && queue && prod < size)
+			bpf_probe_read_kernel(&slot, sizeof(slot), &queue[prod]);
+		if (size)
+			vhost_hist_add(key, VHOST_H_RING_DEPTH,
+				       prod == head ? (slot ? size : 0)
+				       : prod > head ? prod - head : prod + size - head);
 	}
 	s = bpf_map_lookup_elem(&sock_stats, &key);
 	if (!s) {
@@ -537,3 +590,5 @@ struct vhost_vq_stats vhost_vq_stats_type = {};
 struct vhost_vq_info vhost_vq_info_type = {};
 struct vhost_sock_stats vhost_sock_stats_type = {};
 struct vhost_event vhost_event_type = {};
+struct vhost_hist_key vhost_hist_key_type = {};
+struct vhost_hist vhost_hist_type = {};

@@ -611,3 +611,65 @@ fn each_event_of_one_tap_queue_is_reported_with_its_vring_state() {
         text.stdout
     );
 }
+
+const STATS: &str = env!("CARGO_BIN_EXE_tun_to_vhost_queue_stats_summary");
+
+/// The depth histograms count what they sample: one ring depth per worker read (a frame
+/// each), one avail-pending and one in-flight value per used+signal call, a fill per sampled
+/// xmit; no depth exceeds what was sent.
+#[test]
+fn the_depth_histograms_count_each_read_and_each_used_signal() {
+    require_root();
+    if !vhost_watchable(STATS, &["-d", "lo"]) {
+        return;
+    }
+    let _serial = serial();
+    let ns = format!("np-vhh-{}", std::process::id());
+    let tap = "npvhh";
+    let mut dev = VhostNet::create(&ns, tap).unwrap_or_else(|e| panic!("{e}"));
+    let tool = ToolRun::start(STATS, &["-d", tap, "--netns", &ns, "-i", "60", "--json"]);
+    let text = ToolRun::start(STATS, &["-d", tap, "--netns", &ns, "-i", "60"]);
+    quiet(|| dev.deliver(10, WAIT).unwrap_or_else(|e| panic!("{e}")));
+    let out = tool.stop(Signal::SIGINT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let text = text.stop(Signal::SIGINT);
+    assert!(text.status.success(), "{:?}", text.stderr);
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{}", text.stdout.join("\n"));
+    let s = queue_sums(&out, 0);
+    assert_eq!((s.xmit, s.rx_used), (10, 10), "{s:#?}");
+    let h = &s.last_rx["hists"];
+    let count = |k: &str| {
+        h[k]["count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k}: {h:#}"))
+    };
+    let max = |k: &str| h[k]["max"].as_u64().unwrap();
+    assert_eq!(
+        count("ring_depth_at_read"),
+        10,
+        "one per tun_recvmsg: {h:#}"
+    );
+    assert!((1..=10).contains(&max("ring_depth_at_read")), "{h:#}");
+    assert_eq!(count("avail_pending"), s.rx_calls, "{h:#}");
+    assert_eq!(count("in_flight"), s.rx_calls, "{h:#}");
+    assert!(max("avail_pending") <= VhostNet::RX_BUFFERS as u64, "{h:#}");
+    assert!(max("in_flight") <= 10, "{h:#}");
+    let ring = out
+        .json()
+        .iter()
+        .filter(|v| v["type"] == "interval")
+        .flat_map(|v| v["queues"].as_array().cloned().unwrap_or_default())
+        .find(|q| q["queue"] == 0 && !q["ring"].is_null())
+        .expect("queue 0's ring");
+    let fill = &ring["ring"]["pending_hist"];
+    assert!(fill["count"].as_u64().unwrap() >= 1, "{ring:#}");
+    assert!(fill["max"].as_u64().unwrap() <= 10, "{ring:#}");
+    assert!(
+        text.stdout
+            .iter()
+            .any(|l| l.contains("tap ring depth at vhost's reads (n=10)")),
+        "{:#?}",
+        text.stdout
+    );
+}

@@ -10,6 +10,7 @@ enum tun_sizes {
 	TUN_MACVLAN_WALK = 16, /* macvlans of one lower device searched for the macvtap */
 	TUN_DROP_REASONS = 8,  /* distinct drop reasons counted per queue and interval */
 	TUN_FILL_SAMPLE = 8,   /* an xmit in this many per CPU reads the fill (a power of 2) */
+	TUN_HIST_SLOTS = 20,   /* log2 slots of the fill histogram (rings hold at most 2^16+) */
 };
 
 /* What the ring read found; TUN_RING_OK means the indices are valid. */
@@ -74,6 +75,7 @@ struct tun_queue_stats {
 	__u32 last_status;     /* enum tun_ring_status of the last failed read */
 	__u32 first_pending;   /* the fill found by this CPU's first xmit of the interval ... */
 	__u64 first_ts;        /* ... and when (0: none) */
+	__u32 pending_hist[TUN_HIST_SLOTS]; /* log2 histogram of the fills read (np_log2_slot) */
 };
 
 /* A queue's ring at the end of an interval (the tun_sample program, run by user space). */

@@ -20,6 +20,25 @@ enum vhost_event_kind {
 	VHOST_EV_TAP_WRITE = 5, /* tun_sendmsg: the worker hands the guest's packets to the tap */
 };
 
+/* Log2 histograms per virtqueue or backend socket (tun_to_vhost_queue_stats_summary). */
+enum vhost_hist_kind {
+	VHOST_H_AVAIL_PENDING = 0, /* at used+signal: avail entries not yet taken (avail_idx - last_avail_idx) */
+	VHOST_H_IN_FLIGHT = 1,     /* at used+signal: taken, not yet used (last_avail_idx - last_used_idx) */
+	VHOST_H_RING_DEPTH = 2,    /* at tun_recvmsg: packets in the tap's ring (keyed by the socket) */
+	VHOST_HIST_SLOTS = 20,
+};
+
+struct vhost_hist_key {
+	__u64 obj;  /* the virtqueue, or the backend socket for RING_DEPTH */
+	__u32 kind; /* enum vhost_hist_kind */
+	__u32 pad;
+};
+
+struct vhost_hist {
+	__u64 slots[VHOST_HIST_SLOTS]; /* np_log2_slot of the value */
+	__u64 sum;
+};
+
 struct vhost_config {
 	__u64 rx_kick;  /* handle_rx_kick: vq->handle_kick of an RX virtqueue (kallsyms) */
 	__u64 tx_kick;  /* handle_tx_kick */
@@ -28,7 +47,8 @@ struct vhost_config {
 	char ifname[16]; /* events of this tap only (empty: any) */
 	__u16 queue;     /* with has_queue: of this tap queue only */
 	__u8 has_queue;
-	__u8 pad[5];
+	__u8 hists;      /* fill vq_hists */
+	__u8 pad[4];
 };
 
 /* A virtqueue's state as vhost_add_used_and_signal_n found it (before it adds the used

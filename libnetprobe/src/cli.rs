@@ -213,6 +213,7 @@ impl TapQueueArgs {
             device: self.device.device.clone(),
             netns: self.device.netns()?,
             queue: self.queue,
+            hists: false,
         })
     }
 

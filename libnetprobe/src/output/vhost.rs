@@ -336,3 +336,44 @@ pub fn event_line(e: &crate::sets::vhost::events::VhostEvent) -> String {
     out.push('\n');
     out
 }
+
+/// Text of one interval of a tap's queues with the depth histograms: per queue, the ring's
+/// fill at xmit, the ring's depth at the vhost worker's reads, and the RX virtqueue's avail
+/// entries pending and in flight at each used+signal.
+pub fn queue_stats_text(tool: &str, info: &IntervalInfo, r: &TapVhostReport) -> String {
+    let mut out = tap_vhost_text(tool, info, r);
+    let tail = out.rfind(&r.stats.line()).unwrap_or(out.len());
+    let stats = out.split_off(tail);
+    for q in &r.queues {
+        let hists = q.rx.as_ref().and_then(|v| v.hists.as_ref());
+        let parts = [
+            (
+                "tap ring fill at xmit (sampled)",
+                q.ring.as_ref().and_then(|g| g.pending_hist.as_ref()),
+            ),
+            (
+                "tap ring depth at vhost's reads",
+                hists.and_then(|h| h.ring_depth_at_read.as_ref()),
+            ),
+            (
+                "RX avail entries pending at used+signal",
+                hists.and_then(|h| h.avail_pending.as_ref()),
+            ),
+            (
+                "RX entries in flight at used+signal",
+                hists.and_then(|h| h.in_flight.as_ref()),
+            ),
+        ];
+        for (title, h) in parts {
+            let Some(h) = h else { continue };
+            let _ = writeln!(
+                out,
+                "queue {} {title} (n={}): p50 {}  p90 {}  p99 {}  max {} {}",
+                q.queue, h.count, h.p50, h.p90, h.p99, h.max, h.unit
+            );
+            out.push_str(&h.hist().render(h.unit));
+        }
+    }
+    out.push_str(&stats);
+    out
+}

@@ -52,6 +52,8 @@ pub struct TapVhostOptions {
     pub netns: Option<Netns>,
     /// Only this queue.
     pub queue: Option<u32>,
+    /// Log2 histograms of the ring fill and the virtqueues' depths.
+    pub hists: bool,
 }
 
 /// The tun and vhost sets, loaded and attached for one tap.
@@ -68,6 +70,7 @@ impl TapVhostProbe {
             VhostOptions {
                 device: Some(opts.device.clone()),
                 queue: opts.queue.and_then(|q| u16::try_from(q).ok()),
+                hists: opts.hists,
                 ..VhostOptions::default()
             },
             env,
@@ -155,6 +158,7 @@ mod tests {
             no_interrupt_calls: 0,
             irqfd: None,
             buf_peeks: None,
+            hists: None,
             last: VqState {
                 num: 256,
                 last_avail_idx: 0,

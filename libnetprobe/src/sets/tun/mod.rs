@@ -476,8 +476,12 @@ impl TunProbe {
             ..QueueReport::default()
         };
         let (mut sum_pending, mut fill_samples) = (0u64, 0u64);
+        let mut slots = [0u64; types::tun_sizes::TUN_HIST_SLOTS.0 as usize];
         let mut reasons: BTreeMap<u32, u64> = BTreeMap::new();
         for s in per_cpu {
+            for (acc, &n) in slots.iter_mut().zip(&s.pending_hist) {
+                *acc += u64::from(n);
+            }
             r.xmit += s.xmit;
             r.full += s.full;
             r.read += s.read;
@@ -503,6 +507,10 @@ impl TunProbe {
             0.0
         };
         r.max_fill_pct = pct(f64::from(r.max_pending), r.size);
+        r.pending_hist = (fill_samples > 0).then(|| {
+            let hist = crate::hist::Log2Hist::from_slots(&slots).with_max(u64::from(r.max_pending));
+            crate::hist::HistSummary::new("packets", &hist, sum_pending)
+        });
         let named: u64 = reasons.values().sum();
         r.drop_reasons = reasons
             .into_iter()

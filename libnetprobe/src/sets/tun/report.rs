@@ -92,6 +92,8 @@ pub struct QueueReport {
     pub max_pending: u32,
     /// Mean fill at the sampled xmits, packets.
     pub mean_pending: f64,
+    /// Log2 histogram of the fills read at those xmits, packets (`None`: none read).
+    pub pending_hist: Option<crate::hist::HistSummary>,
     /// Highest number of slots the producer could not use (sampled as `max_pending`).
     pub max_unavailable: u32,
     /// `max_pending / size`, percent.

@@ -15,7 +15,7 @@
 pub mod events;
 mod report;
 
-pub use report::{BufPeeks, IrqfdView, Role, VhostReport, VirtqueueEntry, VqState};
+pub use report::{BufPeeks, IrqfdView, Role, VhostReport, VirtqueueEntry, VqHists, VqState};
 
 use crate::error::{Error, Result};
 use crate::kernel::process::thread_group;
@@ -35,6 +35,10 @@ unsafe impl plain::Plain for types::vhost_vq_stats {}
 unsafe impl plain::Plain for types::vhost_vq_info {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::vhost_sock_stats {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::vhost_hist_key {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::vhost_hist {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::np_kit_config {}
 
@@ -145,6 +149,8 @@ pub struct VhostOptions {
     /// Report these events one by one ([`events::VhostEvents`]); the device and queue
     /// filters then run in the kernel.
     pub events: Vec<events::EventKind>,
+    /// Log2 histograms of each virtqueue's depths and of the tap ring at each read.
+    pub hists: bool,
     /// Kit switches.
     pub kit: KitConfig,
 }
@@ -206,6 +212,7 @@ impl VhostProbe {
                     *dst = src as _;
                 }
             }
+            ro.vhost_cfg.hists = u8::from(opts.hists);
             if let Some(q) = opts.queue {
                 ro.vhost_cfg.has_queue = 1;
                 ro.vhost_cfg.queue = q;
@@ -242,6 +249,23 @@ impl VhostProbe {
         let socks: Vec<(u64, types::vhost_sock_stats)> =
             kit::drain(&self.set.skel.maps.sock_stats)?;
         let raw: Vec<(u64, types::vhost_vq_stats)> = kit::drain(&self.set.skel.maps.vq_stats)?;
+        let mut hists: HashMap<(u64, u32), crate::hist::HistSummary> = HashMap::new();
+        if self.opts.hists {
+            let raw: Vec<(types::vhost_hist_key, types::vhost_hist)> =
+                kit::drain(&self.set.skel.maps.vq_hists)?;
+            for (k, h) in raw {
+                let hist = crate::hist::Log2Hist::from_slots(&h.slots);
+                let unit = if k.kind == types::vhost_hist_kind::VHOST_H_RING_DEPTH.0 {
+                    "packets"
+                } else {
+                    "entries"
+                };
+                hists.insert(
+                    (k.obj, k.kind),
+                    crate::hist::HistSummary::new(unit, &hist, h.sum),
+                );
+            }
+        }
         let mut io: HashMap<u64, (u64, u64)> = HashMap::new();
         for (sock, s) in socks {
             if self.taps.len() < 4096 || self.taps.contains_key(&sock) {
@@ -302,6 +326,19 @@ impl VhostProbe {
                 no_interrupt_calls: s.no_interrupt,
                 irqfd: irqfds.then(|| IrqfdView::of(&s)),
                 buf_peeks: (peeks && role == Role::Rx).then(|| BufPeeks::of(&s)),
+                hists: self.opts.hists.then(|| {
+                    use types::vhost_hist_kind as H;
+                    let mut take = |obj: u64, kind: H| hists.remove(&(obj, kind.0));
+                    VqHists {
+                        avail_pending: take(vq, H::VHOST_H_AVAIL_PENDING),
+                        in_flight: take(vq, H::VHOST_H_IN_FLIGHT),
+                        ring_depth_at_read: if role == Role::Rx {
+                            take(info.sock, H::VHOST_H_RING_DEPTH)
+                        } else {
+                            None
+                        },
+                    }
+                }),
                 last: VqState::of(&info.last),
             };
             if self.wanted(&entry) {

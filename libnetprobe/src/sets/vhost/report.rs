@@ -1,5 +1,6 @@
 //! The vhost set's domain types: a virtqueue's counts, state, irqfd and buffer peeks over an
 //! interval, decoded from what BPF keeps.
+use crate::hist::HistSummary;
 use crate::kernel::process::thread_group;
 use crate::kit::BpfStats;
 use crate::skel::vhost::types;
@@ -164,8 +165,24 @@ pub struct VirtqueueEntry {
     pub irqfd: Option<IrqfdView>,
     /// `vhost_net_buf_peek` returns: RX queues where it is hooked.
     pub buf_peeks: Option<BufPeeks>,
+    /// Log2 histograms of the queue's depths ([`super::VhostOptions::hists`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hists: Option<VqHists>,
     /// The state at the last call.
     pub last: VqState,
+}
+
+/// A virtqueue's depths over an interval, each a log2 histogram.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VqHists {
+    /// At each used+signal: avail entries the guest posted that vhost had not taken
+    /// (`avail_idx - last_avail_idx`), entries.
+    pub avail_pending: Option<HistSummary>,
+    /// At each used+signal: entries vhost had taken but not yet used
+    /// (`last_avail_idx - last_used_idx`), entries.
+    pub in_flight: Option<HistSummary>,
+    /// RX queues: packets in the tap's ring at each of the worker's reads, packets.
+    pub ring_depth_at_read: Option<HistSummary>,
 }
 
 /// One interval.

@@ -132,6 +132,8 @@ static __always_inline void vhost_hist_add(__u64 obj, __u32 kind, __u64 v)
 	if (slot < VHOST_HIST_SLOTS)
 		__sync_fetch_and_add(&h->slots[slot], 1);
 	__sync_fetch_and_add(&h->sum, v);
+	if (v > h->max)
+		h->max = v; /* racy across CPUs: a lost update keeps the other CPU's value */
 }
 
 static __always_inline struct vhost_vq_stats *vq_stats_of(__u64 vq)

@@ -616,7 +616,9 @@ const STATS: &str = env!("CARGO_BIN_EXE_tun_to_vhost_queue_stats_summary");
 
 /// The depth histograms count what they sample: one ring depth per worker read (a frame
 /// each), one avail-pending and one in-flight value per used+signal call, a fill per sampled
-/// xmit; no depth exceeds what was sent.
+/// xmit. vhost takes the ring in batches before it reads (vhost_net_buf), so the depth at a
+/// read is what the batch left: at most what was sent. 128 buffers posted, 10 taken: 118
+/// pending at the one call.
 #[test]
 fn the_depth_histograms_count_each_read_and_each_used_signal() {
     require_root();
@@ -650,11 +652,13 @@ fn the_depth_histograms_count_each_read_and_each_used_signal() {
         10,
         "one per tun_recvmsg: {h:#}"
     );
-    assert!((1..=10).contains(&max("ring_depth_at_read")), "{h:#}");
+    assert!(max("ring_depth_at_read") <= 10, "{h:#}");
     assert_eq!(count("avail_pending"), s.rx_calls, "{h:#}");
     assert_eq!(count("in_flight"), s.rx_calls, "{h:#}");
-    assert!(max("avail_pending") <= VhostNet::RX_BUFFERS as u64, "{h:#}");
-    assert!(max("in_flight") <= 10, "{h:#}");
+    let posted = VhostNet::RX_BUFFERS as u64;
+    assert!(max("avail_pending") <= posted, "{h:#}");
+    assert!(max("avail_pending") >= posted - 10, "{h:#}");
+    assert!(max("in_flight") <= posted, "{h:#}");
     let ring = out
         .json()
         .iter()

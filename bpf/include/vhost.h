@@ -37,6 +37,7 @@ struct vhost_hist_key {
 struct vhost_hist {
 	__u64 slots[VHOST_HIST_SLOTS]; /* np_log2_slot of the value */
 	__u64 sum;
+	__u64 max;
 };
 
 struct vhost_config {

@@ -254,7 +254,7 @@ impl VhostProbe {
             let raw: Vec<(types::vhost_hist_key, types::vhost_hist)> =
                 kit::drain(&self.set.skel.maps.vq_hists)?;
             for (k, h) in raw {
-                let hist = crate::hist::Log2Hist::from_slots(&h.slots);
+                let hist = crate::hist::Log2Hist::from_slots(&h.slots).with_max(h.max);
                 let unit = if k.kind == types::vhost_hist_kind::VHOST_H_RING_DEPTH.0 {
                     "packets"
                 } else {

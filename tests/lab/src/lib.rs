@@ -562,6 +562,16 @@ pub fn quiet<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// How long a tool may take to attach: 20 s, or 60 s in the VM tier, whose TCG guests verify
+/// and attach a tool of two sets (tun + vhost) in up to 20 s on a loaded host (seen on 7.2).
+pub fn ready_timeout() -> Duration {
+    if std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm") {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(20)
+    }
+}
+
 /// A running tool process with its stdout/stderr captured line by line.
 ///
 /// Dropping a `ToolRun` that was not stopped kills the process.
@@ -574,12 +584,14 @@ pub struct ToolRun {
 }
 
 impl ToolRun {
-    /// Spawns `bin args...` and waits (max 20 s) for `netprobe: ready` on stderr.
+    /// Spawns `bin args...` and waits (at most [`ready_timeout`]) for `netprobe: ready` on
+    /// stderr.
     pub fn start(bin: &str, args: &[&str]) -> ToolRun {
         Self::try_start(bin, args, READY_MARKER).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Spawns `bin args...` and waits (max 20 s) for a stderr line containing `marker`; the
+    /// Spawns `bin args...` and waits (at most [`ready_timeout`]) for a stderr line containing
+    /// `marker`; the
     /// error says why it never got there, with the tool's output.
     pub fn try_start(bin: &str, args: &[&str], marker: &str) -> Result<ToolRun, String> {
         let _attaching = churn();
@@ -644,7 +656,7 @@ impl ToolRun {
     }
 
     fn try_await_ready(mut self, marker: &str) -> Result<ToolRun, String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + ready_timeout();
         loop {
             if snapshot(&self.stderr).iter().any(|l| l.contains(marker)) {
                 return Ok(self);
@@ -664,8 +676,9 @@ impl ToolRun {
             if Instant::now() >= deadline {
                 let out = self.kill_and_finish();
                 return Err(format!(
-                    "{} not ready within 20 s\n{}",
+                    "{} not ready within {:?}\n{}",
                     self.desc,
+                    ready_timeout(),
                     dump(&out)
                 ));
             }

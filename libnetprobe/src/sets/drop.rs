@@ -514,6 +514,34 @@ fn module_range(module: &str) -> Result<types::drop_range> {
         })
 }
 
+/// A details tool's whole run: opens the set with `opts`, prints the probe and filter header
+/// (text), then one block per drop until stopped ([`crate::run::run_events`]).
+pub fn run_details(
+    tool: &str,
+    opts: DropOptions,
+    env: &KernelEnv,
+    duration: Option<std::time::Duration>,
+    json: bool,
+    verbose: bool,
+) -> Result<()> {
+    let header = format!(
+        "filter: {}  {}  max {} events/s (0: no limit)\n",
+        opts.describe_filters(),
+        opts.stack_note(),
+        opts.kit.max_events_per_sec
+    );
+    let mut probe = DropProbe::open(opts, env)?;
+    if !json {
+        crate::output::text(&format!(
+            "probe: {}  {header}",
+            probe.chosen_plan().summary()
+        ))?;
+    }
+    crate::run::run_events(tool, &mut probe, duration, json, |e| {
+        crate::output::drop::event_text(e, verbose)
+    })
+}
+
 impl DropProbe {
     /// Resolves names, chooses the plan, writes the config, loads and attaches.
     pub fn open(opts: DropOptions, env: &KernelEnv) -> Result<Self> {

@@ -4,8 +4,7 @@ use libnetprobe::cli::{parse_args, parse_duration, run_main, OutputArgs};
 use libnetprobe::filter::{Filter, FilterArgs};
 use libnetprobe::kit::set::SetInfo;
 use libnetprobe::kit::StackPolicy;
-use libnetprobe::output::drop::event_text;
-use libnetprobe::sets::drop::{DropOptions, DropProbe, DropSet, EthType};
+use libnetprobe::sets::drop::{DropOptions, DropSet, EthType};
 use libnetprobe::Result;
 use std::time::Duration;
 
@@ -71,21 +70,12 @@ fn run(args: Args) -> Result<()> {
     let Some(env) = libnetprobe::run::start(args.output.list_probes, USES)? else {
         return Ok(());
     };
-    let header = format!(
-        "filter: {}  {}  max {} events/s (0: no limit)\n",
-        opts.describe_filters(),
-        opts.stack_note(),
-        opts.kit.max_events_per_sec
-    );
-    let mut probe = DropProbe::open(opts, &env)?;
-    if !args.output.json {
-        libnetprobe::output::text(&format!(
-            "probe: {}  {header}",
-            probe.chosen_plan().summary()
-        ))?;
-    }
-    let verbose = args.verbose;
-    libnetprobe::run::run_events(TOOL, &mut probe, args.duration, args.output.json, |e| {
-        event_text(e, verbose)
-    })
+    libnetprobe::sets::drop::run_details(
+        TOOL,
+        opts,
+        &env,
+        args.duration,
+        args.output.json,
+        args.verbose,
+    )
 }

@@ -31,6 +31,15 @@ pub fn parse_seconds_min(s: &str, min: Duration) -> std::result::Result<Duration
     Ok(d)
 }
 
+/// Parses an EtherType: hex (`0x0800`) or decimal (`2048`).
+pub fn parse_eth_type(s: &str) -> std::result::Result<u16, String> {
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    v.map_err(|_| format!("'{s}' is not an EtherType (0x0800, 2048)"))
+}
+
 /// Parses a MAC address (`02:00:00:00:00:01`, `-` as separator too).
 pub fn parse_mac(s: &str) -> std::result::Result<[u8; 6], String> {
     let bad = || format!("'{s}' is not a MAC address (02:00:00:00:00:01)");

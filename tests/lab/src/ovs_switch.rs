@@ -65,6 +65,14 @@ impl OvsSwitch {
     /// Starts the daemons and builds the bridge; an error says which step failed (with the
     /// end of the daemon's log), after removing what was built.
     pub fn start(tag: &str) -> Result<OvsSwitch, String> {
+        // ovs-vswitchd's datapath is always ovs-system: one there already is another switch's
+        // (this machine runs OVS), which the test must neither use nor remove.
+        if Path::new("/sys/class/net/ovs-system").exists() {
+            return Err(
+                "an Open vSwitch datapath (ovs-system) exists already: this machine runs OVS; the test needs its own (run it in the VM tier)"
+                    .into(),
+            );
+        }
         let c = COUNTER.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id() % 100_000;
         let dir = std::env::temp_dir().join(format!("netprobe-ovs-{tag}-{pid}-{c}"));

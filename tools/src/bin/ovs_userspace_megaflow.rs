@@ -1,7 +1,10 @@
 //! Every new megaflow the OVS kernel datapath gets from user space (`OVS_FLOW_CMD_NEW`), with
 //! its match and actions decoded from the request and the upcall it answers.
 use clap::Parser;
-use libnetprobe::cli::{parse_args, parse_duration, parse_mac, run_main, OutputArgs};
+use libnetprobe::cli::{
+    parse_args, parse_duration, parse_eth_type, parse_mac, run_main, OutputArgs,
+};
+use libnetprobe::filter::L4Protocol;
 use libnetprobe::kit::set::SetInfo;
 use libnetprobe::kit::KitConfig;
 use libnetprobe::output::ovs::megaflow_text;
@@ -15,15 +18,6 @@ const TOOL: &str = "ovs_userspace_megaflow";
 
 /// The probe sets this tool uses.
 const USES: &[SetInfo] = &[SetInfo::of::<OvsSet>()];
-
-/// IP protocols by name.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Protocol {
-    Tcp,
-    Udp,
-    Icmp,
-    Sctp,
-}
 
 /// Shows each megaflow ovs-vswitchd installs in the kernel datapath (fentry or a kprobe on
 /// `ovs_flow_cmd_new`): its match (key under mask) and actions decoded from the netlink
@@ -41,7 +35,7 @@ struct Args {
     #[arg(long, value_parser = parse_mac, value_name = "MAC")]
     eth_dst: Option<[u8; 6]>,
     /// Only flows of this EtherType (0x0800, 2054)
-    #[arg(long, value_parser = parse_u16, value_name = "TYPE")]
+    #[arg(long, value_parser = parse_eth_type, value_name = "TYPE")]
     eth_type: Option<u16>,
     /// Only flows whose key has this IPv4 source
     #[arg(long, visible_alias = "ip-src", value_name = "IP")]
@@ -53,8 +47,8 @@ struct Args {
     #[arg(long, value_name = "N", conflicts_with = "protocol")]
     ip_proto: Option<u8>,
     /// Only flows of this IP protocol
-    #[arg(long, value_enum)]
-    protocol: Option<Protocol>,
+    #[arg(long, value_enum, default_value_t = L4Protocol::All)]
+    protocol: L4Protocol,
     /// Only flows whose key has this TCP/UDP/SCTP source port
     #[arg(long, value_name = "PORT")]
     l4_src_port: Option<u16>,
@@ -66,14 +60,6 @@ struct Args {
     duration: Option<Duration>,
     #[command(flatten)]
     output: OutputArgs,
-}
-
-fn parse_u16(s: &str) -> std::result::Result<u16, String> {
-    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u16::from_str_radix(hex, 16),
-        None => s.parse(),
-    };
-    v.map_err(|_| format!("'{s}' is not a 16-bit number (0x0800, 2048)"))
 }
 
 fn main() {
@@ -88,12 +74,9 @@ fn run(args: Args) -> Result<()> {
         eth_type: args.eth_type,
         src_ip: args.src_ip,
         dst_ip: args.dst_ip,
-        ip_proto: args.ip_proto.or(args.protocol.map(|p| match p {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Icmp => 1,
-            Protocol::Sctp => 132,
-        })),
+        ip_proto: args
+            .ip_proto
+            .or((args.protocol != L4Protocol::All).then(|| args.protocol.number())),
         l4_src_port: args.l4_src_port,
         l4_dst_port: args.l4_dst_port,
     };

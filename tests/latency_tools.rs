@@ -165,11 +165,14 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
             "phy_start_xmit",
             "phy_xmit",
         ];
-        assert!(names.ends_with(&tail.map(String::from)), "{e:#}");
+        assert!(
+            names.ends_with(&tail.map(String::from)),
+            "stages {names:?}: {e:#}"
+        );
         let head = &names[..names.len() - tail.len()];
         assert!(
             head.iter().all(|n| n == "ip_send_skb" || n == "ip_output"),
-            "{e:#}"
+            "stages {names:?}: {e:#}"
         );
         assert_stages_sum_to_total(e);
         sojourns.push(f64_of(&stage(e, "phy_qdisc_dequeue").unwrap()["delta_us"]) / 1e6);
@@ -185,8 +188,7 @@ fn tbf_queueing_delay_lands_in_the_qdisc_stage() {
     // loaded host it fired 5-15 ms late per packet, which no shaper model predicts.
     // A single packet's path can stall far longer in a TCG guest whose vCPU thread the host
     // preempted (14 ms seen in CI), so that bound is loose there and the median is tight.
-    let vm = std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm");
-    let (slack, median_slack) = if vm {
+    let (slack, median_slack) = if vm_tier() {
         (60_000_000, 5_000_000)
     } else {
         (2_000_000, 1_000_000)
@@ -447,7 +449,11 @@ fn a_stopped_tap_reader_is_the_ring_stage_and_the_threshold_takes_only_slow_pack
             ring <= stopped_us + 300_000.0,
             "ring stage {ring} us: {e:#}"
         );
-        assert!(f64_of(&e["total_us"]) - ring < 5_000.0, "{e:#}");
+        // The other stages take microseconds, or tens of milliseconds where the host
+        // preempted a TCG guest's vCPU (17 ms between tap_queue and tap_xmit seen on 6.1).
+        let rest = f64_of(&e["total_us"]) - ring;
+        let rest_bound = if vm_tier() { 60_000.0 } else { 5_000.0 };
+        assert!(rest < rest_bound, "{rest} us outside the ring stage: {e:#}");
         assert_eq!(stage(e, "tap_xmit").unwrap()["ifname"], vl.tap);
         assert_stages_sum_to_total(e);
     }

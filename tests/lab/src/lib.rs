@@ -562,10 +562,16 @@ pub fn quiet<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// True in the VM tier (`NETPROBE_TEST_TIER=vm`): TCG guests of a shared host, whose vCPU
+/// threads the host preempts for tens of milliseconds at a time.
+pub fn vm_tier() -> bool {
+    std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm")
+}
+
 /// How long a tool may take to attach: 20 s, or 60 s in the VM tier, whose TCG guests verify
 /// and attach a tool of two sets (tun + vhost) in up to 20 s on a loaded host (seen on 7.2).
 pub fn ready_timeout() -> Duration {
-    if std::env::var("NETPROBE_TEST_TIER").as_deref() == Ok("vm") {
+    if vm_tier() {
         Duration::from_secs(60)
     } else {
         Duration::from_secs(20)

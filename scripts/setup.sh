@@ -13,6 +13,8 @@ have_cmd ip || need+=(iproute2)
 have_cmd nft || need+=(nftables)
 have_cmd ping || need+=(iputils-ping)
 have_cmd bpftool || need+=(bpftool)
+# The Go target of the uprobe tests (tests/targets/go_calls.go).
+have_cmd go || need+=(golang-go)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

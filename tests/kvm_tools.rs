@@ -439,3 +439,21 @@ fn bad_arguments_are_one_line_errors() {
         assert!(out.stderr[0].contains(want), "{args:?}: {:?}", out.stderr);
     }
 }
+
+/// The trigger of the vhost set's irqfd self-test really goes through KVM's irqfd: one
+/// signal of its throw-away VM's irqfd is one assert and one deassert of GSI 10 by KVM's
+/// inject worker, as tracefs (not netprobe) sees it.
+#[test]
+fn the_irqfd_self_test_trigger_injects_once() {
+    require_root();
+    let _serial = serial();
+    let trace = MsiTrace::start_events(&["kvm_set_irq"]).unwrap_or_else(|e| panic!("{e}"));
+    let vm = libnetprobe::kernel::kvm_irqfd::signal_once().unwrap_or_else(|e| panic!("{e}"));
+    let count = |level: &str| trace.count("kvm_set_irq", &format!("gsi 10 level {level}"));
+    wait_until("the inject worker's deassert", WAIT, || {
+        count("0").unwrap() == 1
+    });
+    drop(vm);
+    assert_eq!(count("1").unwrap(), 1);
+    assert_eq!(count("0").unwrap(), 1);
+}

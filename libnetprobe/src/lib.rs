@@ -64,6 +64,26 @@ pub mod skel {
     pub mod vhost {
         include!(concat!(env!("OUT_DIR"), "/vhost.skel.rs"));
     }
+    /// The cpu probe set's BPF object (on-CPU samples, off-CPU time).
+    pub mod cpu {
+        include!(concat!(env!("OUT_DIR"), "/cpu.skel.rs"));
+    }
+    /// The uprobe probe set's BPF object (user-space function calls).
+    pub mod uprobe {
+        include!(concat!(env!("OUT_DIR"), "/uprobe.skel.rs"));
+    }
+    /// The sched probe set's BPF object (where threads' time goes).
+    pub mod sched {
+        include!(concat!(env!("OUT_DIR"), "/sched.skel.rs"));
+    }
+    /// The proctrace probe set's BPF object (a process's syscalls and packets).
+    pub mod proctrace {
+        include!(concat!(env!("OUT_DIR"), "/proctrace.skel.rs"));
+    }
+    /// The syscall probe set's BPF object (syscall counts, futex waits).
+    pub mod syscall {
+        include!(concat!(env!("OUT_DIR"), "/syscall.skel.rs"));
+    }
     /// The kit's shared types (`bpf/kit.bpf.c`: stats, kit config, boundary enums).
     pub mod kit {
         include!(concat!(env!("OUT_DIR"), "/kit.skel.rs"));

@@ -40,9 +40,18 @@ pub trait IntervalSource {
     fn drain(&mut self) -> Result<Self::Report>;
     /// The plan in use.
     fn plan(&self) -> &Plan;
+    /// How the set is attached, for the ready line: the plan, and what else it chose here.
+    fn how(&self) -> String {
+        self.plan().summary()
+    }
     /// The namespace the set filters on, if any (watched for deletion).
     fn netns(&self) -> Option<&Netns> {
         None
+    }
+    /// Waits `t` between reports (a set with work between reports polls instead).
+    fn wait(&mut self, t: Duration) -> Result<()> {
+        std::thread::sleep(t);
+        Ok(())
     }
 }
 
@@ -61,6 +70,11 @@ pub trait EventSource {
     /// The namespace the set filters on, if any (watched for deletion).
     fn netns(&self) -> Option<&Netns> {
         None
+    }
+    /// Has what the set follows ended (a traced command exited)? The run then stops as on
+    /// Ctrl-C, after the events still in the ring.
+    fn finished(&mut self) -> bool {
+        false
     }
 }
 
@@ -103,17 +117,27 @@ pub fn run_intervals<S: IntervalSource>(
     json: bool,
     text: impl Fn(&S::Report, &IntervalInfo) -> String,
 ) -> Result<()> {
+    run_intervals_with(tool, set, intervals, json, text, |_| {})
+}
+
+/// [`run_intervals`], handing every report to `observe` too (a tool that also writes the
+/// whole run somewhere at the end: a flame graph).
+pub fn run_intervals_with<S: IntervalSource>(
+    tool: &str,
+    set: &mut S,
+    intervals: &IntervalArgs,
+    json: bool,
+    text: impl Fn(&S::Report, &IntervalInfo) -> String,
+    mut observe: impl FnMut(&S::Report),
+) -> Result<()> {
     let session = Session::new(intervals.interval, intervals.duration)?;
     let plan = set.plan().summary();
-    session.ready(tool, &plan);
+    session.ready(tool, &set.how());
     let mut out = Out::new();
     let mut started = Instant::now();
     let mut watch = NetnsWatch::default();
     session.run(|tick| match tick {
-        Tick::Wait(t) => {
-            std::thread::sleep(t);
-            Ok(())
-        }
+        Tick::Wait(t) => set.wait(t),
         Tick::Report { last } => {
             watch.check(tool, set.netns());
             let report = set.drain()?;
@@ -123,6 +147,7 @@ pub fn run_intervals<S: IntervalSource>(
                 now: SystemTime::now(),
             };
             started = Instant::now();
+            observe(&report);
             if json {
                 out.json(&Interval {
                     kind: "interval",
@@ -180,7 +205,12 @@ pub fn run_events<S: EventSource>(
     };
     session.run(|tick| {
         match tick {
-            Tick::Wait(t) => events += emit(set, &mut out, t)?,
+            Tick::Wait(t) => {
+                events += emit(set, &mut out, t)?;
+                if set.finished() {
+                    session.request_stop();
+                }
+            }
             Tick::Report { last } => {
                 watch.check(tool, set.netns());
                 if last {

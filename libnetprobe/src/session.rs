@@ -34,6 +34,11 @@ impl Session {
         eprintln!("{READY_MARKER}: {tool} attached via {how}; Ctrl-C to stop");
     }
 
+    /// Ends the run at the next step, as a signal would (e.g. the traced command exited).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Has a signal arrived or the duration passed?
     pub fn finished(&self) -> bool {
         self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)

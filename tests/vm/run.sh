@@ -23,8 +23,9 @@ VM_DEBIAN_MIRROR=${VM_DEBIAN_MIRROR:-}  # default: the Debian mirror of the mach
 VM_APT_MAX_AGE=${VM_APT_MAX_AGE:-86400} # seconds before a private suite's package lists are refreshed
 VM_TIMEOUT=${VM_TIMEOUT:-1500}         # seconds per VM (qemu is killed after that)
 VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-540} # seconds per test executable inside the VM
-VM_MEM=${VM_MEM:-1024}
+VM_MEM=${VM_MEM:-2048}
 VM_SMP=${VM_SMP:-2}
+VM_PARALLEL=${VM_PARALLEL:-2}          # guests booted at once (each takes one host thread)
 # KERNELS entries (grep -E) whose vCPUs TCG runs on one host thread: under multi-threaded TCG
 # the sid and 6.12 kernels' text patching (static keys of tracepoints being attached) has hit
 # stale int3s in a vCPU ("Oops: int3" in handle_softirqs, a jump into ttwu_do_activate's middle).
@@ -402,6 +403,34 @@ done
 # drop_tools first: it is the one that matters; the bins' own unit-test harnesses after it.
 mapfile -t TEST_EXES < <(printf '%s\n' "${TEST_EXES[@]}" | awk -F/ '{ print ($NF ~ /^drop_tools-/ ? 0 : 1) "\t" $0 }' |
     sort -s -k1,1n | cut -f2-)
+# Targets of the cpu tools' tests, built where the lab looks first (<test exe dir>/../targets,
+# netprobe_lab::targets): the guest has no rustc.
+TARGETS_DIR=$(realpath -ms "$(dirname "${TEST_EXES[0]}")/../targets")
+mkdir -p "$TARGETS_DIR"
+TARGET_EXES=()
+for src in "$ROOT"/tests/targets/*.rs; do
+    name=$(basename "$src" .rs)
+    rustc --edition 2021 -O -g -C force-frame-pointers=yes -o "$TARGETS_DIR/$name" "$src" ||
+        die "building test target $src failed"
+    TARGET_EXES+=("$TARGETS_DIR/$name")
+done
+# netprobe_lab::targets::cpu_burn_v0: Rust's v0 symbol mangling.
+rustc --edition 2021 -O -g -C force-frame-pointers=yes -C symbol-mangling-version=v0 \
+    -o "$TARGETS_DIR/cpu_burn_v0" "$ROOT/tests/targets/cpu_burn.rs" || die "building cpu_burn_v0 failed"
+TARGET_EXES+=("$TARGETS_DIR/cpu_burn_v0")
+command -v go >/dev/null || die "no go: the Go test targets need golang-go (scripts/setup.sh installs it)"
+for src in "$ROOT"/tests/targets/*.go; do
+    name=$(basename "$src" .go)
+    GOCACHE="$TARGETS_DIR/go-cache" GOPATH="$TARGETS_DIR/go-path" GO111MODULE=off \
+        go build -o "$TARGETS_DIR/$name" "$src" || die "building test target $src failed"
+    TARGET_EXES+=("$TARGETS_DIR/$name")
+done
+for src in "$ROOT"/tests/targets/*.c; do
+    name=$(basename "$src" .c)
+    cc -O2 -g -fno-omit-frame-pointer -pthread -o "$TARGETS_DIR/$name" "$src" ||
+        die "building test target $src failed"
+    TARGET_EXES+=("$TARGETS_DIR/$name")
+done
 log "test executables: $(printf '%s ' "${TEST_EXES[@]##*/}")"
 log "binaries: $(printf '%s ' "${BIN_EXES[@]##*/}")"
 
@@ -472,6 +501,10 @@ build_base() {
     # <test exe dir>/../examples/drops_by_reason.
     for p in "${TEST_EXES[@]}" "${BIN_EXES[@]}"; do
         put "$b" "$p"
+    done
+    # The test targets are the host's dynamically linked programs: with their libraries.
+    for p in "${TARGET_EXES[@]}"; do
+        put_dynamic "$b" "$p"
     done
 
     mkdir -p "$b/etc/netprobe-vm"
@@ -595,11 +628,9 @@ resume_after_panic() { # image-dir console
     panic_note="  kernel panic during ${name%-*}; its executable and the rest ran again in a second boot (first console: ${first#"$ROOT"/}):"$'\n'$(oops_head "$first")
 }
 
-SUMMARY=()
-TOTAL_PASS=0
-TOTAL_FAIL=0
-ANY_BAD=0
-for k in "${KLIST[@]}"; do
+# Boots kernel $1 and judges it: writes the verdict (with its #TOTALS line) to $2.
+run_kernel() { # KLIST-entry verdict-file
+    local k=$1 kver img root logf start secs out
     kver=${KVER[$k]}
     img=$IMAGES/$kver
     root=$img/root
@@ -609,6 +640,7 @@ for k in "${KLIST[@]}"; do
     cp -a "$BASE" "$root"
     add_modules "$k" "$root"
     (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 >"$img/initrd.cpio.gz"
+    rm -rf "$root"
     cp "${KIMG[$k]}" "$img/vmlinuz"
     logf=$LOGS/$kver.log
     log "booting $kver ($(du -h "$img/initrd.cpio.gz" | cut -f1) initramfs, log: ${logf#"$ROOT"/})"
@@ -626,18 +658,49 @@ for k in "${KLIST[@]}"; do
     resume_after_panic "$img" "$logf"
     secs=$(($(date +%s) - start))
     out=$(summarize "$k" "$logf" "$qrc" "$secs")
-    read -r _ p f bad < <(grep '^#TOTALS ' <<<"$out")
-    TOTAL_PASS=$((TOTAL_PASS + p))
-    TOTAL_FAIL=$((TOTAL_FAIL + f))
-    out=$(grep -v '^#TOTALS ' <<<"$out")
     if ! grep -q '^=== VM-DONE ===' <(tr -d '\r' <"$logf"); then
         # Boot or init trouble: the end of the console says why.
         out+=$'\n'"  last lines of the console:"$'\n'$(tr -d '\r' <"$logf" | tail -n 15 | sed 's/^/    | /')
     fi
     [ -z "$panic_note" ] || out+=$'\n'"$panic_note"
-    [ "$bad" -eq 0 ] || ANY_BAD=1
-    SUMMARY+=("$out")
+    printf '%s\n' "$out" >"$2"
     log "$kver done in ${secs}s (qemu exit $qrc)"
+}
+
+# VM_PARALLEL guests at a time, each on one host thread (single-threaded TCG); verdicts are
+# printed in KLIST order.
+VERDICTS=$TARGET/verdicts
+rm -rf "$VERDICTS"
+mkdir -p "$VERDICTS"
+# The newest kernels first: their guests take longest, and the older ones fill in after them.
+running=0
+i=${#KLIST[@]}
+for ((j = i - 1; j >= 0; j--)); do
+    if [ "$running" -ge "$VM_PARALLEL" ]; then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    run_kernel "${KLIST[$j]}" "$VERDICTS/$j" &
+    running=$((running + 1))
+done
+wait || true
+
+SUMMARY=()
+TOTAL_PASS=0
+TOTAL_FAIL=0
+ANY_BAD=0
+for ((j = 0; j < i; j++)); do
+    if [ ! -s "$VERDICTS/$j" ]; then
+        SUMMARY+=("VM ${KVER[${KLIST[$j]}]}: no verdict (the runner of this kernel failed)")
+        ANY_BAD=1
+        continue
+    fi
+    out=$(<"$VERDICTS/$j")
+    read -r _ p f bad < <(grep '^#TOTALS ' <<<"$out")
+    TOTAL_PASS=$((TOTAL_PASS + p))
+    TOTAL_FAIL=$((TOTAL_FAIL + f))
+    [ "$bad" -eq 0 ] || ANY_BAD=1
+    SUMMARY+=("$(grep -v '^#TOTALS ' <<<"$out")")
 done
 
 echo

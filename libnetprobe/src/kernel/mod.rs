@@ -2,7 +2,9 @@
 pub mod btf;
 pub mod features;
 pub mod interrupts;
+pub mod kvm_irqfd;
 pub mod netns;
+pub mod perf;
 pub mod process;
 pub mod tracefs;
 

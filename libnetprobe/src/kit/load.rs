@@ -25,11 +25,16 @@ pub struct LoadedSet<S> {
     pub stacks: StackStore,
     /// The long-lived kernel symbolizer (kallsyms is read before the set says it is ready).
     pub symbols: KernelSymbolizer,
-    _links: Vec<Link>,
+    links: Vec<(&'static str, Link)>,
     locations: HashMap<u64, (String, String)>,
 }
 
 impl<S> LoadedSet<S> {
+    /// Keeps `link`, attached by the set itself (a perf event per CPU), for the set's life.
+    pub fn keep(&mut self, point: &'static str, link: Link) {
+        self.links.push((point, link));
+    }
+
     /// `func+0xoff` and the function's base name of a kernel address (`-` for 0).
     pub fn location(&mut self, addr: u64) -> (String, String) {
         if addr == 0 {
@@ -81,7 +86,7 @@ pub struct LoadSpec<'a> {
 
 /// Opens the skeleton of `builder`, turns off the programs the plan did not choose, sizes the
 /// stack map, lets `configure` write `.rodata` and size maps, loads (a failure names what
-/// this kernel lacks, from libbpf's log), and attaches the plan.
+/// this kernel lacks, from libbpf's log), attaches the plan and runs its self-tests.
 pub fn load<B>(
     builder: B,
     spec: LoadSpec<'_>,
@@ -114,18 +119,20 @@ where
         explanation: crate::bpf_log::explain(),
         source,
     })?;
-    let links = spec.plan.attach(skel.object())?;
-    let stats = StatsReader::new(skel.object(), &spec.plan)?;
+    let mut plan = spec.plan;
+    let mut links = plan.attach(skel.object())?;
+    super::selftest::run(&mut plan, skel.object(), &mut links);
+    let stats = StatsReader::new(skel.object(), &plan)?;
     let stacks = StackStore::new(map_handle(skel.object(), "stack_traces")?);
     let mut symbols = KernelSymbolizer::new();
     symbols.warm_up();
     Ok(LoadedSet {
         skel,
-        plan: spec.plan,
+        plan,
         stats,
         stacks,
         symbols,
-        _links: links,
+        links,
         locations: HashMap::new(),
     })
 }

@@ -9,17 +9,22 @@
 //! - [`EventRing`]: a ring buffer of a skeleton-generated event type.
 //! - [`StackPolicy`] / [`StackStore`]: how stacks are walked, and their symbolized frames.
 //! - [`ProbeSet`]: a set's name and probe points, for plans and `netprobe_check`.
+//! - [`Announcements`]: processes BPF saw first, recorded so their stacks stay named.
+//! - [`selftest`]: points whose candidate may attach and never run are proven after attach.
 //! - [`crate::run`]: the interval and event loops tools run a set with.
 //!
 //! See the crate documentation ("Adding a probe set") for a walk-through.
+pub mod announce;
 pub mod drain;
 pub mod load;
 pub mod percpu;
 pub mod ring;
+pub mod selftest;
 pub mod set;
 pub mod stacks;
 pub mod stats;
 
+pub use announce::Announcements;
 pub use drain::{drain, reset_u64};
 pub use load::{load, LoadSpec, LoadedSet};
 pub use percpu::{flip_generation, take_percpu};

@@ -138,15 +138,26 @@ impl StackStore {
         }
     }
 
-    fn read(&self, sym: &mut KernelSymbolizer, id: i32) -> Vec<String> {
-        let addrs: Vec<u64> = match self.map.lookup(&id.to_ne_bytes(), MapFlags::ANY) {
+    /// The raw addresses of stack `id` (user stacks too), leaf first; empty when unknown.
+    pub fn addrs(&self, id: i32) -> Vec<u64> {
+        if id < 0 {
+            return Vec::new();
+        }
+        match self.map.lookup(&id.to_ne_bytes(), MapFlags::ANY) {
             Ok(Some(bytes)) => bytes
                 .chunks_exact(8)
                 .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
                 .take_while(|a| *a != 0)
                 .collect(),
-            _ => return Vec::new(),
-        };
+            _ => Vec::new(),
+        }
+    }
+
+    fn read(&self, sym: &mut KernelSymbolizer, id: i32) -> Vec<String> {
+        let addrs = self.addrs(id);
+        if addrs.is_empty() {
+            return Vec::new();
+        }
         symbolize(sym, &addrs)
     }
 

@@ -89,10 +89,14 @@ pub struct StatsReader {
 }
 
 impl StatsReader {
-    /// Reader for `object`'s `stats` map and the programs `plan` chose.
+    /// Reader for `object`'s `stats` map and the programs `plan` chose or keeps in reserve.
     pub fn new(object: &Object, plan: &Plan) -> Result<Self> {
         let map = super::map_handle(object, "stats")?;
-        let wanted: Vec<&str> = plan.chosen().map(|c| c.program).collect();
+        let wanted: Vec<&str> = plan
+            .chosen()
+            .chain(plan.reserves())
+            .map(|c| c.program)
+            .collect();
         let mut progs = Vec::new();
         for p in object.progs() {
             if wanted.iter().any(|w| p.name() == *w) {
@@ -146,7 +150,7 @@ impl StatsReader {
     }
 }
 
-fn prog_info(fd: &OwnedFd) -> Option<libbpf_sys::bpf_prog_info> {
+pub(crate) fn prog_info(fd: &OwnedFd) -> Option<libbpf_sys::bpf_prog_info> {
     // SAFETY: bpf_prog_info is plain data; all-zeroes is valid and asks for no arrays.
     let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;

@@ -6,12 +6,17 @@ use serde::{Serialize, Serializer};
 use std::io::{BufWriter, Stdout, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod cpu;
 pub mod drop;
 pub mod kvm;
 pub mod latency;
 pub mod ovs;
+pub mod proctrace;
+pub mod sched;
+pub mod syscall;
 pub mod table;
 pub mod tun;
+pub mod uprobe;
 pub mod vhost;
 pub mod virtio;
 pub use table::Table;

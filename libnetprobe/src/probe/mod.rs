@@ -23,9 +23,24 @@ pub enum ProbeKind {
     TpBtf,
     /// Classic tracepoint.
     Tracepoint,
+    /// A perf event (`cpu-clock` sampling), attached by the set itself on every CPU.
+    PerfEvent,
+    /// A uprobe on a user-space function, attached by the set itself to the functions the
+    /// user names.
+    Uprobe,
+    /// A uretprobe, attached like [`ProbeKind::Uprobe`].
+    Uretprobe,
 }
 
 impl ProbeKind {
+    /// Kinds whose programs the set attaches itself, after load.
+    pub fn attached_by_set(self) -> bool {
+        matches!(
+            self,
+            ProbeKind::PerfEvent | ProbeKind::Uprobe | ProbeKind::Uretprobe
+        )
+    }
+
     /// Short name as in a SEC() prefix.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,6 +50,9 @@ impl ProbeKind {
             ProbeKind::Kretprobe => "kretprobe",
             ProbeKind::TpBtf => "tp_btf",
             ProbeKind::Tracepoint => "tracepoint",
+            ProbeKind::PerfEvent => "perf_event",
+            ProbeKind::Uprobe => "uprobe",
+            ProbeKind::Uretprobe => "uretprobe",
         }
     }
 }
@@ -58,7 +76,7 @@ impl Candidate {
 }
 
 /// A place a probe set needs to hook, with its candidates in order of preference.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ProbePoint {
     /// What the point observes, e.g. "packet drop".
     pub name: &'static str,
@@ -66,6 +84,23 @@ pub struct ProbePoint {
     pub candidates: Vec<Candidate>,
     /// A required point with no usable candidate is an error; an optional one degrades the report.
     pub required: bool,
+    /// Checked once attached: a candidate that attaches but never runs is replaced by the
+    /// next one ([`crate::kit::selftest`]).
+    pub self_test: Option<SelfTest>,
+    /// Only a [`SelfTest`] twin: attached for the test, detached after it.
+    pub twin_only: bool,
+}
+
+/// How a point's chosen candidate is proven to run: `trigger` makes the kernel go through the
+/// point once (and through its `twins`, points of the same set that run on the same path);
+/// if the twins ran and the candidate did not, the next candidate takes its place.
+#[derive(Debug, Clone, Copy)]
+pub struct SelfTest {
+    /// Points of the same set (usually tracepoints) the trigger also passes through.
+    pub twins: &'static [&'static str],
+    /// Makes the kernel run the point once; the returned guard is dropped after the counts
+    /// are read (it may keep what the kernel works on alive, e.g. a VM).
+    pub trigger: fn() -> Result<Box<dyn std::any::Any>>,
 }
 
 impl ProbePoint {
@@ -92,6 +127,15 @@ impl ProbePoint {
                     program: classic,
                 },
             ],
+            ..Self::default()
+        }
+    }
+
+    /// An optional point with no candidates yet (add them with [`ProbePoint::or`]).
+    pub fn named(name: &'static str) -> Self {
+        ProbePoint {
+            name,
+            ..Self::default()
         }
     }
 
@@ -112,6 +156,23 @@ impl ProbePoint {
             ..self
         }
     }
+
+    /// The same point with a self-test of its chosen candidate (the next available candidate
+    /// is loaded as its reserve).
+    pub fn self_tested(self, test: SelfTest) -> Self {
+        Self {
+            self_test: Some(test),
+            ..self
+        }
+    }
+
+    /// The same point as a twin of a self-tested one: chosen only while a self-test needs it.
+    pub fn twin_only(self) -> Self {
+        Self {
+            twin_only: true,
+            ..self
+        }
+    }
 }
 
 /// What was chosen for one probe point and why the others were not.
@@ -125,6 +186,14 @@ pub struct Choice {
     pub chosen: Option<Candidate>,
     /// Candidates passed over, each with the reason.
     pub rejected: Vec<(Candidate, String)>,
+    /// The next available candidate of a self-tested point, loaded but not attached.
+    pub reserve: Option<Candidate>,
+    /// The point's self-test, if it has one.
+    #[serde(skip)]
+    pub self_test: Option<SelfTest>,
+    /// The point is only a self-test twin.
+    #[serde(skip)]
+    pub twin_only: bool,
 }
 
 /// The attach plan of a probe set on this kernel.
@@ -134,8 +203,25 @@ pub struct Plan {
     pub choices: Vec<Choice>,
 }
 
+/// Attaches `cand`'s program of a loaded object.
+pub fn attach_one(object: &libbpf_rs::Object, cand: &Candidate) -> Result<Link> {
+    let prog = object
+        .progs_mut()
+        .find(|p| p.name() == cand.program)
+        .ok_or_else(|| Error::missing(format!("program {} missing", cand.program)))?;
+    match cand.kind {
+        ProbeKind::Kprobe => prog.attach_kprobe(false, cand.target),
+        ProbeKind::Kretprobe => prog.attach_kprobe(true, cand.target),
+        _ => prog.attach(),
+    }
+    .context(|| format!("attach {} ({})", cand.program, cand.label()))
+}
+
 fn availability(c: &Candidate, f: &Features, btf: &KernelBtf, tracefs: Option<&Path>) -> Support {
     let (kind_support, target_ok, what) = match c.kind {
+        ProbeKind::PerfEvent => return crate::kernel::perf::cpu_clock_support(),
+        // In every kernel netprobe runs on (3.5+); attaching tells about the function.
+        ProbeKind::Uprobe | ProbeKind::Uretprobe => return Support::Yes,
         ProbeKind::Fentry => (&f.fentry, btf.has_func(c.target), "no such function in BTF"),
         ProbeKind::Fexit => (&f.fentry, btf.has_func(c.target), "no such function in BTF"),
         ProbeKind::Kprobe | ProbeKind::Kretprobe => (
@@ -181,15 +267,20 @@ impl Plan {
                     required: p.required,
                     chosen: None,
                     rejected: Vec::new(),
+                    reserve: None,
+                    self_test: p.self_test,
+                    twin_only: p.twin_only,
                 };
                 for c in &p.candidates {
-                    if choice.chosen.is_some() {
+                    let wants_reserve = p.self_test.is_some() && choice.reserve.is_none();
+                    if choice.chosen.is_some() && !wants_reserve {
                         choice
                             .rejected
                             .push((c.clone(), "a preferred candidate was chosen".into()));
                         continue;
                     }
                     match availability(c, features, btf, tracefs) {
+                        Support::Yes if choice.chosen.is_some() => choice.reserve = Some(c.clone()),
                         Support::Yes => choice.chosen = Some(c.clone()),
                         Support::No(why) => choice.rejected.push((c.clone(), why)),
                     }
@@ -197,7 +288,49 @@ impl Plan {
                 choice
             })
             .collect();
-        Self { choices }
+        let mut plan = Self { choices };
+        plan.drop_idle_twins();
+        plan
+    }
+
+    /// Self-tested points that can fall back (chosen, reserve and a chosen twin).
+    pub fn self_tests(&self) -> impl Iterator<Item = &Choice> {
+        self.choices.iter().filter(|c| {
+            c.chosen.is_some()
+                && c.reserve.is_some()
+                && c.self_test
+                    .is_some_and(|t| t.twins.iter().any(|tw| self.chosen_for(tw).is_some()))
+        })
+    }
+
+    /// Twins no self-test needs are not loaded.
+    fn drop_idle_twins(&mut self) {
+        let needed: Vec<&'static str> = self
+            .self_tests()
+            .flat_map(|c| c.self_test.map_or(&[][..], |t| t.twins).iter().copied())
+            .collect();
+        for c in &mut self.choices {
+            if c.twin_only && !needed.contains(&c.point) {
+                if let Some(cand) = c.chosen.take() {
+                    c.rejected
+                        .push((cand, "a self-test twin, and nothing here to test".into()));
+                }
+            }
+        }
+    }
+
+    /// The plan of a tool that uses only `points` of its set: those become required, the
+    /// others are left out (their programs are not loaded).
+    pub fn only(mut self, points: &[&str]) -> Self {
+        for c in &mut self.choices {
+            if points.contains(&c.point) {
+                c.required = true;
+            } else if let Some(cand) = c.chosen.take() {
+                c.reserve = None;
+                c.rejected.push((cand, "not used by this tool".into()));
+            }
+        }
+        self
     }
 
     /// Fails with one line if a required point has no candidate.
@@ -232,30 +365,35 @@ impl Plan {
         self.choices.iter().filter_map(|c| c.chosen.as_ref())
     }
 
-    /// Turns autoload off for every program of `object` that the plan did not choose.
+    /// Reserve candidates of self-tested points.
+    pub fn reserves(&self) -> impl Iterator<Item = &Candidate> {
+        self.choices.iter().filter_map(|c| c.reserve.as_ref())
+    }
+
+    /// Turns autoload off for every program of `object` that the plan did not choose (or keep
+    /// in reserve).
     pub fn apply(&self, object: &mut OpenObject) {
-        let wanted: Vec<&str> = self.chosen().map(|c| c.program).collect();
+        let wanted: Vec<&str> = self
+            .chosen()
+            .chain(self.reserves())
+            .map(|c| c.program)
+            .collect();
         for mut prog in object.progs_mut() {
             let name = prog.name().to_string_lossy().into_owned();
             prog.set_autoload(wanted.contains(&name.as_str()));
         }
     }
 
-    /// Attaches the chosen programs of a loaded object; links detach when dropped.
-    pub fn attach(&self, object: &libbpf_rs::Object) -> Result<Vec<Link>> {
+    /// Attaches the chosen programs of a loaded object, each with its point's name; links
+    /// detach when dropped.
+    pub fn attach(&self, object: &libbpf_rs::Object) -> Result<Vec<(&'static str, Link)>> {
         let mut links = Vec::new();
-        for cand in self.chosen() {
-            let prog = object
-                .progs_mut()
-                .find(|p| p.name() == cand.program)
-                .ok_or_else(|| Error::missing(format!("program {} missing", cand.program)))?;
-            let link = match cand.kind {
-                ProbeKind::Kprobe => prog.attach_kprobe(false, cand.target),
-                ProbeKind::Kretprobe => prog.attach_kprobe(true, cand.target),
-                _ => prog.attach(),
+        for c in &self.choices {
+            // Perf events (per CPU, the set's own settings) and uprobes (on the functions a
+            // user names) are attached by their sets.
+            if let Some(cand) = c.chosen.as_ref().filter(|c| !c.kind.attached_by_set()) {
+                links.push((c.point, attach_one(object, cand)?));
             }
-            .context(|| format!("attach {} ({})", cand.program, cand.label()))?;
-            links.push(link);
         }
         Ok(links)
     }
@@ -285,6 +423,13 @@ impl Plan {
                 c.point,
                 if c.required { "required" } else { "optional" }
             );
+            if let Some(r) = &c.reserve {
+                let _ = writeln!(
+                    out,
+                    "  reserve {}: replaces it if its self-test sees it never run",
+                    r.label()
+                );
+            }
             for (cand, why) in &c.rejected {
                 let _ = writeln!(out, "  not {}: {why}", cand.label());
             }

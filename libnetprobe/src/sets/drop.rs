@@ -55,6 +55,7 @@ pub fn probe_points() -> Vec<ProbePoint> {
             },
         ],
         required: true,
+        ..ProbePoint::default()
     }]
 }
 

@@ -21,6 +21,7 @@ pub mod latency;
 pub mod ovs;
 pub mod ovs_switch;
 pub mod stamped;
+pub mod targets;
 pub use drops::{rx_stat64, Drops, Expect, UNKNOWN_ETHERTYPE};
 pub mod testkit;
 pub mod vhost;
@@ -701,7 +702,9 @@ impl ToolRun {
         self.child.as_ref().expect("child already reaped").id()
     }
 
-    /// Sends `sig`, waits up to 20 s for the tool to exit and returns its output.
+    /// Sends `sig`, waits up to [`ready_timeout`] (20 s; 60 s in the VM tier, where detaching
+    /// fentry programs waits for RCU grace periods under TCG: seen over 20 s on 7.2) for the
+    /// tool to exit and returns its output.
     /// Panics (after SIGKILL) if the tool does not exit in time.
     pub fn stop(self, sig: Signal) -> ToolOutput {
         self.try_stop(sig).unwrap_or_else(|e| panic!("{e}"))
@@ -712,7 +715,8 @@ impl ToolRun {
         let _detaching = churn();
         let pid = Pid::from_raw(i32::try_from(self.pid()).map_err(|e| e.to_string())?);
         kill(pid, sig).map_err(|e| format!("kill({pid}, {sig}) {}: {e}", self.desc))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let limit = ready_timeout();
+        let deadline = Instant::now() + limit;
         loop {
             if let Ok(Some(status)) = self.child_mut().try_wait() {
                 return Ok(self.finish(status));
@@ -720,7 +724,7 @@ impl ToolRun {
             if Instant::now() >= deadline {
                 let out = self.kill_and_finish();
                 return Err(format!(
-                    "{} did not exit after {sig} within 20 s\n{}",
+                    "{} did not exit after {sig} within {limit:?}\n{}",
                     self.desc,
                     dump(&out)
                 ));
@@ -808,6 +812,47 @@ pub fn show_run(title: &str, run: ToolRun) {
         println!("{l}");
     }
     println!();
+}
+
+/// Runs each `(tool, args, want)` and asserts a usage error: exit 2 and one line on stderr
+/// that contains `want`.
+pub fn assert_usage_errors(cases: &[(&str, &[&str], &str)]) {
+    for (tool, args, want) in cases {
+        let out = run_tool(tool, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {:?}", out.stderr);
+        assert_eq!(out.stderr.len(), 1, "{args:?}: {:?}", out.stderr);
+        assert!(out.stderr[0].contains(want), "{args:?}: {:?}", out.stderr);
+    }
+}
+
+/// Starts `tool args`, asserts it holds one of the programs named `progs` (BPF cuts names at
+/// 15 characters), stops it with `sig` and waits (10 s at most) until the kernel has unloaded
+/// them: it frees a program once its last reference is gone, after an RCU grace period.
+pub fn assert_stop_unloads(tool: &str, args: &[&str], sig: Signal, progs: &[&str]) {
+    let run = ToolRun::start(tool, args);
+    let ids = bpf_prog_ids_with_names(progs);
+    assert!(!ids.is_empty(), "{tool} holds its program");
+    let out = run.stop(sig);
+    assert!(out.status.success(), "{tool}: {:?}", out.stderr);
+    wait_until(
+        "the tool's programs unloaded",
+        Duration::from_secs(10),
+        || {
+            let loaded = loaded_prog_ids();
+            ids.iter().all(|id| !loaded.contains(id))
+        },
+    );
+}
+
+/// The program runs the kernel skipped (`recursion_misses`) over all intervals of a tool's
+/// JSON: programs on preemptible hooks (uprobes, and syscall tracepoints since 6.14) make the
+/// next run on their CPU skip when preempted, and the kernel counts it.
+pub fn missed_runs(out: &ToolOutput) -> u64 {
+    out.json()
+        .iter()
+        .filter(|v| v["type"] == "interval")
+        .map(|v| v["recursion_misses"].as_u64().unwrap_or(0))
+        .sum()
 }
 
 /// Ids of every loaded BPF program (`bpftool -j prog show`).

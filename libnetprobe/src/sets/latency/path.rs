@@ -108,6 +108,7 @@ impl Hook {
                 name,
                 candidates,
                 required: false,
+                ..ProbePoint::default()
             }
         };
         match self {
@@ -351,6 +352,7 @@ fn func(name: &'static str, funcs: &[(&'static str, &'static str, &'static str)]
         name,
         candidates,
         required: false,
+        ..ProbePoint::default()
     }
 }
 

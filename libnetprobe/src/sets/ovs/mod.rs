@@ -59,11 +59,7 @@ impl ProbeSet for OvsSet {
         "Open vSwitch datapath slow path: upcalls by flow, megaflow installs, upcall latency";
 
     fn probe_points() -> Vec<ProbePoint> {
-        let func = |name| ProbePoint {
-            name,
-            required: false,
-            candidates: Vec::new(),
-        };
+        let func = |name| ProbePoint::named(name);
         // The classic tracepoint is left out: its record has no flow key before 5.11's BTF,
         // and a kprobe reads the key from the arguments there.
         vec![

@@ -134,6 +134,7 @@ impl ProbeSet for TunSet {
                     c(ProbeKind::Fentry, "tun_net_xmit", "tun_xmit_fe"),
                     c(ProbeKind::Kprobe, "tun_net_xmit", "tun_xmit_kp"),
                 ],
+                ..ProbePoint::default()
             },
             ProbePoint {
                 name: MACVTAP_POINT,
@@ -144,6 +145,7 @@ impl ProbeSet for TunSet {
                     c(ProbeKind::Fentry, "tap_handle_frame", "tun_tap_fe"),
                     c(ProbeKind::Kprobe, "tap_handle_frame", "tun_tap_kp"),
                 ],
+                ..ProbePoint::default()
             },
             ProbePoint {
                 name: "reader read",
@@ -152,6 +154,7 @@ impl ProbeSet for TunSet {
                     c(ProbeKind::TpBtf, "consume_skb", "tun_consume_btf"),
                     c(ProbeKind::Tracepoint, "skb/consume_skb", "tun_consume_tp"),
                 ],
+                ..ProbePoint::default()
             },
             ProbePoint {
                 name: "drop",
@@ -160,6 +163,7 @@ impl ProbeSet for TunSet {
                     c(ProbeKind::TpBtf, "kfree_skb", "tun_drop_btf"),
                     c(ProbeKind::Tracepoint, "skb/kfree_skb", "tun_drop_tp"),
                 ],
+                ..ProbePoint::default()
             },
         ]
     }

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::kernel::process::thread_group;
 use crate::kernel::KernelEnv;
 use crate::kit::{self, KitConfig, LoadSpec, LoadedSet, ProbeSet};
-use crate::probe::{Plan, ProbeKind, ProbePoint};
+use crate::probe::{Plan, ProbeKind, ProbePoint, SelfTest};
 use crate::run::IntervalSource;
 use crate::sets::flow::cstr;
 use crate::skel::vhost::{types, VhostSkel, VhostSkelBuilder};
@@ -56,8 +56,15 @@ pub const POINT_RECVMSG: &str = "tap read";
 pub const POINT_SENDMSG: &str = "tap write";
 /// Probe point: KVM's irqfd woken by a call eventfd (the guest's interrupt on its way).
 pub const POINT_IRQFD: &str = "irqfd wakeup";
+/// Probe point: KVM setting a GSI's level, the self-test twin of [`POINT_IRQFD`].
+pub const POINT_IRQFD_TWIN: &str = "irqfd twin: kvm_set_irq";
 /// Probe point: the RX worker looking at the next packet of its batch (`vhost_net_buf_peek`).
 pub const POINT_BUF_PEEK: &str = "buf peek";
+
+/// Signals an irqfd of a throw-away VM once: the irqfd point's self-test.
+fn irqfd_trigger() -> Result<Box<dyn std::any::Any>> {
+    Ok(Box::new(crate::kernel::kvm_irqfd::signal_once()?))
+}
 
 /// The set as plans and `netprobe_check` see it.
 pub struct VhostSet;
@@ -69,13 +76,9 @@ impl ProbeSet for VhostSet {
 
     fn probe_points() -> Vec<ProbePoint> {
         let func = |name, target, fe, kp| {
-            ProbePoint {
-                name,
-                required: false,
-                candidates: Vec::new(),
-            }
-            .or(ProbeKind::Fentry, target, fe)
-            .or(ProbeKind::Kprobe, target, kp)
+            ProbePoint::named(name)
+                .or(ProbeKind::Fentry, target, fe)
+                .or(ProbeKind::Kprobe, target, kp)
         };
         vec![
             func(
@@ -117,22 +120,26 @@ impl ProbeSet for VhostSet {
                 "vhost_tun_sendmsg_fe",
                 "vhost_tun_sendmsg_kp",
             ),
-            // A kprobe first: fentry on irqfd_wakeup attaches but never runs on 6.12.
-            ProbePoint {
-                name: POINT_IRQFD,
-                required: false,
-                candidates: Vec::new(),
-            }
-            .or(ProbeKind::Kprobe, "irqfd_wakeup", "vhost_irqfd_kp")
-            .or(ProbeKind::Fentry, "irqfd_wakeup", "vhost_irqfd_fe"),
+            // fentry on irqfd_wakeup attaches but never runs on Debian's 6.12: proven after
+            // attach with a throw-away VM's irqfd, the kprobe in reserve.
+            ProbePoint::named(POINT_IRQFD)
+                .or(ProbeKind::Fentry, "irqfd_wakeup", "vhost_irqfd_fe")
+                .or(ProbeKind::Kprobe, "irqfd_wakeup", "vhost_irqfd_kp")
+                .self_tested(SelfTest {
+                    twins: &[POINT_IRQFD_TWIN],
+                    trigger: irqfd_trigger,
+                }),
+            ProbePoint::tracepoint(
+                POINT_IRQFD_TWIN,
+                "vhost_twin_set_irq_btf",
+                "kvm/kvm_set_irq",
+                "vhost_twin_set_irq_tp",
+            )
+            .twin_only(),
             // Its return value; a kretprobe finds the queue from the thread's handle_rx.
-            ProbePoint {
-                name: POINT_BUF_PEEK,
-                required: false,
-                candidates: Vec::new(),
-            }
-            .or(ProbeKind::Fexit, "vhost_net_buf_peek", "vhost_peek_fx")
-            .or(ProbeKind::Kretprobe, "vhost_net_buf_peek", "vhost_peek_krp"),
+            ProbePoint::named(POINT_BUF_PEEK)
+                .or(ProbeKind::Fexit, "vhost_net_buf_peek", "vhost_peek_fx")
+                .or(ProbeKind::Kretprobe, "vhost_net_buf_peek", "vhost_peek_krp"),
         ]
     }
 }

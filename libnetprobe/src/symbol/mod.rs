@@ -1,8 +1,13 @@
-//! Kernel symbolization: one long-lived blazesym symbolizer, plus kallsyms ranges for filters.
+//! Symbolization: kernel addresses through one long-lived blazesym symbolizer, kallsyms
+//! ranges for filters, and user addresses of any process ([`user`]).
+pub mod leaf;
+pub mod user;
+
 use crate::error::{Error, Result};
 use blazesym::symbolize::source::{Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use std::collections::HashMap;
+pub use user::UserSymbolizer;
 
 /// One symbolized kernel address.
 #[derive(Debug, Clone, PartialEq, Eq)]
